@@ -234,7 +234,8 @@ fn init_schema(conn: &mut Connection, path: &Path) -> Result<()> {
          INSERT OR IGNORE INTO meta (name, value) VALUES ('schema', {SCHEMA_VERSION}), ('compacted', 0), ('revision', 0);"
     ))
     .map_err(sql_error)?;
-    let schema: i64 = tx.query_row("SELECT value FROM meta WHERE name = 'schema'", [], |r| r.get(0)).map_err(sql_error)?;
+    let schema: i64 =
+        tx.query_row("SELECT value FROM meta WHERE name = 'schema'", [], |r| r.get(0)).map_err(sql_error)?;
     if schema != SCHEMA_VERSION {
         return Err(not_ours(format!("schema version {schema}, this Kapal knows {SCHEMA_VERSION}")));
     }
@@ -327,7 +328,12 @@ impl Writer {
 
 type OpOutcome = (Result<KeyValue>, Option<Event>);
 
-fn apply_op(tx: &rusqlite::Transaction<'_>, op: &Op, rev: &mut Revision, shared: &Shared) -> rusqlite::Result<OpOutcome> {
+fn apply_op(
+    tx: &rusqlite::Transaction<'_>,
+    op: &Op,
+    rev: &mut Revision,
+    shared: &Shared,
+) -> rusqlite::Result<OpOutcome> {
     match op {
         Op::Create { key, value } => {
             if current_kv(tx, key)?.is_some() {
@@ -368,7 +374,8 @@ fn apply_op(tx: &rusqlite::Transaction<'_>, op: &Op, rev: &mut Revision, shared:
                 compact(tx, compacted, target)?;
                 shared.compacted.store(target, Ordering::SeqCst);
             }
-            let kv = KeyValue { key: String::new(), value: Arc::from(&[][..]), create_revision: 0, mod_revision: target };
+            let kv =
+                KeyValue { key: String::new(), value: Arc::from(&[][..]), create_revision: 0, mod_revision: target };
             Ok((Ok(kv), None))
         }
     }
@@ -383,13 +390,17 @@ fn insert(
     prev_rev: Revision,
     deleted: bool,
 ) -> rusqlite::Result<KeyValue> {
-    tx.prepare_cached("INSERT INTO kv (rev, key, create_rev, prev_rev, deleted, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![rev, key, create_rev, prev_rev, deleted as i64, value])?;
+    tx.prepare_cached(
+        "INSERT INTO kv (rev, key, create_rev, prev_rev, deleted, value) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![rev, key, create_rev, prev_rev, deleted as i64, value])?;
     if deleted {
         tx.prepare_cached("DELETE FROM current WHERE key = ?1")?.execute([key])?;
     } else {
-        tx.prepare_cached("INSERT INTO current (key, rev) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET rev = excluded.rev")?
-            .execute(params![key, rev])?;
+        tx.prepare_cached(
+            "INSERT INTO current (key, rev) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET rev = excluded.rev",
+        )?
+        .execute(params![key, rev])?;
     }
     Ok(KeyValue { key: key.to_string(), value: Arc::from(value), create_revision: create_rev, mod_revision: rev })
 }

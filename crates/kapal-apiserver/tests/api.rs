@@ -1,0 +1,329 @@
+//! Integration tests: an in-process API server on an ephemeral port, driven by kube-rs over
+//! HTTPS with the generated admin kubeconfig, exactly as any client would.
+
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+struct Server {
+    running: kapal_apiserver::Running,
+    client: Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn server_with(history: usize) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kapal_apiserver::Config::new(dir.path().to_path_buf());
+    config.port = 0;
+    config.bind_address = "127.0.0.1".parse().unwrap();
+    config.watch_cache_history = history;
+    let running = kapal_apiserver::start(config).await.unwrap();
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&running.kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let client = Client::try_from(cfg).unwrap();
+    Server { running, client, _dir: dir }
+}
+
+async fn server() -> Server {
+    server_with(kapal_apiserver::cache::DEFAULT_HISTORY).await
+}
+
+fn cm(name: &str, data: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn crud_with_optimistic_concurrency() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let created = api.create(&PostParams::default(), &cm("c1", json!({"a": "1"}))).await.unwrap();
+    let rv = created.resource_version().unwrap();
+    assert!(created.uid().is_some());
+    assert!(created.metadata.creation_timestamp.is_some());
+    let dup = api.create(&PostParams::default(), &cm("c1", json!({}))).await.unwrap_err();
+    assert!(matches!(dup, kube::Error::Api(ref e) if e.code == 409 && e.reason == "AlreadyExists"), "{dup:?}");
+
+    let mut next = created.clone();
+    next.data = Some([("a".to_string(), "2".to_string())].into());
+    let updated = api.replace("c1", &PostParams::default(), &next).await.unwrap();
+    assert_ne!(updated.resource_version().unwrap(), rv);
+    // The old resourceVersion is stale now: 409 Conflict.
+    let stale = api.replace("c1", &PostParams::default(), &next).await.unwrap_err();
+    assert!(matches!(stale, kube::Error::Api(ref e) if e.code == 409 && e.reason == "Conflict"), "{stale:?}");
+
+    assert_eq!(api.get("c1").await.unwrap().data.unwrap()["a"], "2");
+    api.delete("c1", &DeleteParams::default()).await.unwrap();
+    let gone = api.get("c1").await.unwrap_err();
+    assert!(
+        matches!(gone, kube::Error::Api(ref e) if e.code == 404 && e.message == "configmaps \"c1\" not found"),
+        "{gone:?}"
+    );
+}
+
+#[tokio::test]
+async fn invalid_objects_get_422_with_causes() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let err = api.create(&PostParams::default(), &cm("Bad_Name", json!({}))).await.unwrap_err();
+    match err {
+        kube::Error::Api(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+            assert!(e.message.contains("metadata.name: Invalid value: \"Bad_Name\""), "{}", e.message);
+        }
+        other => panic!("{other:?}"),
+    }
+    // Creating in a namespace that does not exist is a 404 naming the namespace.
+    let missing: Api<ConfigMap> = Api::namespaced(s.client.clone(), "nope");
+    let err = missing.create(&PostParams::default(), &cm("x", json!({}))).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 404 && e.message.contains("namespaces \"nope\" not found")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn watch_delivers_changes_in_order() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let list = api.list(&ListParams::default()).await.unwrap();
+    let rv = list.metadata.resource_version.unwrap();
+    let mut stream = api.watch(&WatchParams::default().timeout(10), &rv).await.unwrap().boxed();
+    api.create(&PostParams::default(), &cm("w", json!({"a": "1"}))).await.unwrap();
+    api.patch("w", &PatchParams::default(), &Patch::Merge(json!({"data": {"a": "2"}}))).await.unwrap();
+    api.delete("w", &DeleteParams::default()).await.unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap() {
+            WatchEvent::Added(o) => seen.push(("ADDED", o.data.unwrap()["a"].clone())),
+            WatchEvent::Modified(o) => seen.push(("MODIFIED", o.data.unwrap()["a"].clone())),
+            WatchEvent::Deleted(o) => seen.push(("DELETED", o.data.unwrap()["a"].clone())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(seen, [("ADDED", "1".into()), ("MODIFIED", "2".into()), ("DELETED", "2".into())]);
+}
+
+#[tokio::test]
+async fn watch_from_a_forgotten_revision_is_410_gone() {
+    let s = server_with(5).await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let first = api.create(&PostParams::default(), &cm("g0", json!({}))).await.unwrap();
+    for i in 1..20 {
+        api.create(&PostParams::default(), &cm(&format!("g{i}"), json!({}))).await.unwrap();
+    }
+    let rv = first.resource_version().unwrap();
+    let mut stream = api.watch(&WatchParams::default().timeout(5), &rv).await.unwrap().boxed();
+    match stream.try_next().await.unwrap().unwrap() {
+        WatchEvent::Error(e) => assert_eq!((e.code, e.reason.as_str()), (410, "Expired")),
+        other => panic!("expected a 410 error event, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn pagination_with_continue_is_consistent() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    for i in 0..30 {
+        api.create(&PostParams::default(), &cm(&format!("p{i:02}"), json!({}))).await.unwrap();
+    }
+    let mut names = Vec::new();
+    let mut token: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let mut lp = ListParams::default().limit(7);
+        if let Some(t) = &token {
+            lp = lp.continue_token(t);
+        }
+        let page = api.list(&lp).await.unwrap();
+        if pages == 0 {
+            // Written after the first page: must not show up in later pages of this list.
+            api.create(&PostParams::default(), &cm("p99-late", json!({}))).await.unwrap();
+            assert_eq!(page.metadata.remaining_item_count, Some(23));
+        }
+        pages += 1;
+        names.extend(page.items.iter().map(|c| c.name_any()));
+        match page.metadata.continue_ {
+            Some(t) if !t.is_empty() => token = Some(t),
+            _ => break,
+        }
+    }
+    assert_eq!(pages, 5);
+    assert_eq!(names.len(), 30);
+    assert!(!names.contains(&"p99-late".to_string()));
+}
+
+#[tokio::test]
+async fn label_and_field_selectors() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    for (name, tier) in [("a", "web"), ("b", "db"), ("c", "web")] {
+        let mut c = cm(name, json!({}));
+        c.metadata.labels = Some([("tier".to_string(), tier.to_string())].into());
+        api.create(&PostParams::default(), &c).await.unwrap();
+    }
+    let names = |l: kube::core::ObjectList<ConfigMap>| l.items.iter().map(|c| c.name_any()).collect::<Vec<_>>();
+    assert_eq!(names(api.list(&ListParams::default().labels("tier=web")).await.unwrap()), ["a", "c"]);
+    assert_eq!(names(api.list(&ListParams::default().labels("tier notin (web)")).await.unwrap()), ["b"]);
+    assert_eq!(names(api.list(&ListParams::default().fields("metadata.name=c")).await.unwrap()), ["c"]);
+    let bad = api.list(&ListParams::default().fields("spec.nothing=x")).await.unwrap_err();
+    assert!(matches!(bad, kube::Error::Api(ref e) if e.code == 400), "{bad:?}");
+}
+
+#[tokio::test]
+async fn server_side_apply_tracks_owners_and_conflicts() {
+    let s = server().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1"}});
+    let cm1 = api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&applied)).await.unwrap();
+    let mf = cm1.metadata.managed_fields.unwrap();
+    assert_eq!(mf[0].manager.as_deref(), Some("alice"));
+    assert_eq!(mf[0].operation.as_deref(), Some("Apply"));
+    let mut other = applied.clone();
+    other["data"]["a"] = json!("2");
+    let err = api.patch("ssa", &PatchParams::apply("bob"), &Patch::Apply(&other)).await.unwrap_err();
+    assert!(matches!(err, kube::Error::Api(ref e) if e.code == 409 && e.message.contains("conflict")), "{err:?}");
+    let forced = api.patch("ssa", &PatchParams::apply("bob").force(), &Patch::Apply(&other)).await.unwrap();
+    assert_eq!(forced.data.unwrap()["a"], "2");
+}
+
+#[tokio::test]
+async fn strategic_merge_patch_merges_containers_by_name() {
+    let s = server().await;
+    let api: Api<Deployment> = Api::namespaced(s.client.clone(), "default");
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+        "spec": {"selector": {"matchLabels": {"app": "web"}}, "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}]}}}
+    }))
+    .unwrap();
+    let created = api.create(&PostParams::default(), &d).await.unwrap();
+    assert_eq!(created.metadata.generation, Some(1));
+    let spec = created.spec.as_ref().unwrap();
+    assert_eq!(spec.replicas, Some(1), "defaulted");
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "nginx"}]}}}});
+    let patched = api.patch("web", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    let containers = patched.spec.unwrap().template.spec.unwrap().containers;
+    let images: Vec<_> = containers.iter().map(|c| (c.name.as_str(), c.image.as_deref().unwrap())).collect();
+    assert_eq!(images, [("a", "busybox"), ("b", "nginx")]);
+    assert_eq!(patched.metadata.generation, Some(2));
+    // A status write does not touch the spec or the generation.
+    let st = api
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"replicas": 5}, "spec": {"replicas": 9}})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(st.status.unwrap().replicas, Some(5));
+    assert_eq!(st.spec.unwrap().replicas, Some(1));
+    assert_eq!(st.metadata.generation, Some(2));
+    let scale = api.get_scale("web").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(1));
+}
+
+#[tokio::test]
+async fn services_get_cluster_ips_and_node_ports() {
+    let s = server().await;
+    let api: Api<Service> = Api::namespaced(s.client.clone(), "default");
+    let kubernetes = api.get("kubernetes").await.unwrap();
+    assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.43.0.1"));
+    let svc: Service =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "np"},
+        "spec": {"type": "NodePort", "selector": {"app": "x"}, "ports": [{"port": 80}]}}))
+        .unwrap();
+    let created = api.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = created.spec.unwrap();
+    let ip: std::net::Ipv4Addr = spec.cluster_ip.unwrap().parse().unwrap();
+    assert_eq!(ip.octets()[..2], [10, 43]);
+    let port = &spec.ports.unwrap()[0];
+    assert!((30000..=32767).contains(&port.node_port.unwrap()));
+    assert_eq!(port.target_port, Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(80)));
+    let mut taken: Service =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "clash"},
+        "spec": {"clusterIP": ip.to_string(), "ports": [{"port": 80}]}}))
+        .unwrap();
+    let err = api.create(&PostParams::default(), &taken).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 422 && e.message.contains("already allocated")),
+        "{err:?}"
+    );
+    api.delete("np", &DeleteParams::default()).await.unwrap();
+    // Released with the Service: the address can be taken again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    taken.metadata.name = Some("reuse".into());
+    api.create(&PostParams::default(), &taken).await.unwrap();
+}
+
+#[tokio::test]
+async fn namespaces_terminate_and_refuse_new_content() {
+    let s = server().await;
+    let namespaces: Api<Namespace> = Api::all(s.client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
+    let created = namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    assert_eq!(created.status.unwrap().phase.as_deref(), Some("Active"));
+    namespaces.delete("doomed", &DeleteParams::default()).await.unwrap();
+    let terminating = namespaces.get("doomed").await.unwrap();
+    assert_eq!(terminating.status.unwrap().phase.as_deref(), Some("Terminating"));
+    let cms: Api<ConfigMap> = Api::namespaced(s.client.clone(), "doomed");
+    let err = cms.create(&PostParams::default(), &cm("late", json!({}))).await.unwrap_err();
+    assert!(
+        matches!(err, kube::Error::Api(ref e) if e.code == 403 && e.message.contains("being terminated")),
+        "{err:?}"
+    );
+    // Without the namespace controller, the namespace stays until its finalizer is released.
+    let finalize =
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "doomed"}, "spec": {"finalizers": []}});
+    namespaces.replace_subresource("finalize", "doomed", &PostParams::default(), &finalize).await.unwrap();
+    assert!(namespaces.get_opt("doomed").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn data_and_certificates_survive_restart() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = kapal_apiserver::Config::new(dir.path().to_path_buf());
+    config.port = 0;
+    config.bind_address = "127.0.0.1".parse().unwrap();
+    let first = kapal_apiserver::start(config.clone()).await.unwrap();
+    let kc = kube::config::Kubeconfig::from_yaml(&first.kubeconfig).unwrap();
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+    Api::<ConfigMap>::namespaced(client, "default")
+        .create(&PostParams::default(), &cm("kept", json!({"k": "v"})))
+        .await
+        .unwrap();
+    let ca = first.pki.ca.cert.clone();
+    first.shutdown();
+    drop(first);
+    let second = kapal_apiserver::start(config).await.unwrap();
+    assert_eq!(second.pki.ca.cert, ca);
+    let kc = kube::config::Kubeconfig::from_yaml(&second.kubeconfig).unwrap();
+    let client =
+        Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
+    let kept = Api::<ConfigMap>::namespaced(client, "default").get("kept").await.unwrap();
+    assert_eq!(kept.data.unwrap()["k"], "v");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_requests_get_401() {
+    let s = server().await;
+    let url = format!("{}/api/v1/namespaces", s.running.loopback_url());
+    let out = std::process::Command::new("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url]).output();
+    if let Ok(out) = out {
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "401");
+    }
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &format!("{}/readyz", s.running.loopback_url())])
+        .output();
+    if let Ok(out) = out {
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
+    }
+}

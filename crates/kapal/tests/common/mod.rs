@@ -1,0 +1,164 @@
+//! End-to-end harness: runs the built `kapal` binary and drives it with real kubectl.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// The kubectl versions the e2e tests run with, when installed.
+pub fn kubectls() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for v in ["1.27", "1.33"] {
+        let p = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}"));
+        if p.exists() {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        out.push(PathBuf::from("kubectl"));
+    }
+    out
+}
+
+/// A running `kapal server` in a temporary data dir on a free loopback port.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub kubeconfig: PathBuf,
+    child: Child,
+    extra: Vec<String>,
+}
+
+fn spawn_server(dir: &Path, port: u16, kubeconfig: &Path, extra: &[String]) -> Child {
+    let log = std::fs::OpenOptions::new().create(true).append(true).open(dir.join("server.log")).expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_kapal"))
+        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--write-kubeconfig")
+        .arg(kubeconfig)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starting kapal server")
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(16443)
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn_server(dir.path(), port, &kubeconfig, &extra);
+        let cluster = Cluster { dir, port, kubeconfig, child, extra };
+        cluster.wait_ready();
+        cluster
+    }
+
+    /// Kills the server with SIGKILL and starts a new one on the same data dir and port.
+    pub fn kill_and_restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_server(self.dir.path(), self.port, &self.kubeconfig, &self.extra);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if self.kubeconfig.exists() {
+                let out = self.kubectl(&kubectls()[0], &["get", "--raw", "/readyz"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("kapal server did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
+    }
+
+    /// Runs kubectl with this cluster's kubeconfig and a private cache dir.
+    pub fn kubectl(&self, kubectl: &Path, args: &[&str]) -> Output {
+        self.kubectl_stdin(kubectl, args, None)
+    }
+
+    pub fn kubectl_stdin(&self, kubectl: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let cache =
+            self.dir.path().join(format!("cache-{}", kubectl.file_name().and_then(|f| f.to_str()).unwrap_or("k")));
+        let mut cmd = Command::new(kubectl);
+        cmd.env("KUBECONFIG", &self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(args)
+            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            if let Some(mut s) = child.stdin.take() {
+                let _ = s.write_all(input.as_bytes());
+            }
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout, failing the test with stderr when it fails.
+    pub fn ok(&self, kubectl: &Path, args: &[&str]) -> String {
+        self.ok_stdin(kubectl, args, None)
+    }
+
+    pub fn ok_stdin(&self, kubectl: &Path, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(kubectl, args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(out.status.success(), "{} {:?} failed:\nstdout: {stdout}\nstderr: {stderr}", kubectl.display(), args);
+        stdout
+    }
+
+    /// Runs kubectl expecting failure; returns stdout + stderr.
+    pub fn fails(&self, kubectl: &Path, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_stdin(kubectl, args, stdin);
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!out.status.success(), "{} {:?} should have failed: {text}", kubectl.display(), args);
+        text
+    }
+
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `f` until it returns true or `secs` pass.
+pub fn eventually(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
