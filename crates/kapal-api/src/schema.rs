@@ -362,7 +362,9 @@ impl<'d> GraphBuilder<'d> {
             Some("object") | None if map.contains_key("properties") || has_schema(map, "additionalProperties") => {
                 self.convert_object(map, definition, preserve)
             }
-            Some("object") if !preserve && !self.builtin => Node::Object(ObjectNode {
+            // A CRD's own `type: object` without properties is an empty struct; a built-in
+            // definition reached from it (FieldsV1 inside ObjectMeta) stays free-form.
+            Some("object") if !preserve && !self.builtin && definition.is_none() => Node::Object(ObjectNode {
                 atomic: map.get("x-kubernetes-map-type").and_then(Value::as_str) == Some("atomic"),
                 ..ObjectNode::default()
             }),

@@ -87,7 +87,7 @@ impl ApiServer {
         old: Option<&Value>,
         dry_run: bool,
     ) -> Result<Vec<String>, ApiError> {
-        if served.is_custom() || served.info.group != "" || served.info.kind != "Service" {
+        if served.is_custom() || !served.info.group.is_empty() || served.info.kind != "Service" {
             return Ok(Vec::new());
         }
         let mut taken = Vec::new();
@@ -288,7 +288,7 @@ impl ApiServer {
 
     /// Gives back everything a deleted object held.
     pub(crate) async fn release_object(&self, served: &Served, obj: &Value) {
-        if served.is_custom() || served.info.group != "" || served.info.kind != "Service" {
+        if served.is_custom() || !served.info.group.is_empty() || served.info.kind != "Service" {
             return;
         }
         let mut keys: Vec<String> = node_ports(obj).into_iter().map(|p| format!("{PORT_PREFIX}{p}")).collect();

@@ -31,6 +31,11 @@ pub fn user_from_certificate(der: &[u8]) -> Option<User> {
     Some(User::new(&name, &groups))
 }
 
+/// A bearer token that matches no identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid bearer token")]
+pub struct InvalidToken;
+
 /// Bearer tokens the server accepts.
 #[derive(Default)]
 pub struct Tokens {
@@ -52,14 +57,18 @@ impl Tokens {
 /// Authenticates a request: the connection's certificate first, then `Authorization: Bearer`.
 /// A request with a bearer token that is not valid is rejected even if a certificate is present,
 /// as upstream does.
-pub fn authenticate(cert_user: Option<&User>, headers: &HeaderMap, tokens: &Tokens) -> Result<Option<User>, ()> {
-    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
-        if let Some(token) = auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty()) {
-            return match tokens.lookup(token) {
-                Some(u) => Ok(Some(u)),
-                None => Err(()),
-            };
-        }
+pub fn authenticate(
+    cert_user: Option<&User>,
+    headers: &HeaderMap,
+    tokens: &Tokens,
+) -> Result<Option<User>, InvalidToken> {
+    if let Some(auth) = headers.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok())
+        && let Some(token) = auth.strip_prefix("Bearer ").map(str::trim).filter(|t| !t.is_empty())
+    {
+        return match tokens.lookup(token) {
+            Some(u) => Ok(Some(u)),
+            None => Err(InvalidToken),
+        };
     }
     Ok(cert_user.cloned())
 }

@@ -15,21 +15,24 @@ use crate::handlers::Ctx;
 use crate::http::Query;
 use crate::route::ResourcePath;
 
+fn target(group: &str, version: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> ResourcePath {
+    ResourcePath {
+        group: group.into(),
+        version: version.into(),
+        namespace: ns.map(String::from),
+        plural: plural.into(),
+        name: name.map(String::from),
+        subresource: None,
+    }
+}
+
 impl ApiServer {
-    fn internal_ctx(
-        &self,
-        method: Method,
-        group: &str,
-        version: &str,
-        plural: &str,
-        ns: Option<&str>,
-        name: Option<&str>,
-        body: &Value,
-    ) -> Result<Ctx, ApiError> {
+    fn internal_ctx(&self, method: Method, path: ResourcePath, body: &Value) -> Result<Ctx, ApiError> {
+        let plural = path.plural.clone();
         let served = self
             .resources
             .snapshot()
-            .get(group, version, plural)
+            .get(&path.group, &path.version, &path.plural)
             .cloned()
             .ok_or_else(|| ApiError::internal(format!("{plural} is not served")))?;
         let mut headers = HeaderMap::new();
@@ -39,14 +42,7 @@ impl ApiServer {
             headers,
             query: Query(vec![("fieldManager".into(), "kapal-bootstrap".into())]),
             user: User::new("system:kapal", &["system:masters"]),
-            path: ResourcePath {
-                group: group.into(),
-                version: version.into(),
-                namespace: ns.map(String::from),
-                plural: plural.into(),
-                name: name.map(String::from),
-                subresource: None,
-            },
+            path,
             served,
             body: serde_json::to_vec(body).unwrap_or_default().into(),
         })
@@ -54,8 +50,9 @@ impl ApiServer {
 
     /// Creates an object unless it exists.
     async fn ensure(&self, group: &str, version: &str, plural: &str, ns: Option<&str>, obj: Value) -> Result<()> {
-        let ctx =
-            self.internal_ctx(Method::POST, group, version, plural, ns, None, &obj).map_err(|e| anyhow!("{e}"))?;
+        let ctx = self
+            .internal_ctx(Method::POST, target(group, version, plural, ns, None), &obj)
+            .map_err(|e| anyhow!("{e}"))?;
         match self.create(&ctx).await {
             Ok(_) => Ok(()),
             Err(e) if e.reason == "AlreadyExists" => Ok(()),
@@ -73,8 +70,9 @@ impl ApiServer {
         name: &str,
         obj: Value,
     ) -> Result<()> {
-        let ctx =
-            self.internal_ctx(Method::PUT, group, version, plural, ns, Some(name), &obj).map_err(|e| anyhow!("{e}"))?;
+        let ctx = self
+            .internal_ctx(Method::PUT, target(group, version, plural, ns, Some(name)), &obj)
+            .map_err(|e| anyhow!("{e}"))?;
         self.update(&ctx).await.map(|_| ()).map_err(|e| anyhow!("writing {plural}/{name} at start-up: {e}"))
     }
 }
@@ -127,11 +125,7 @@ pub(crate) async fn run(api: &Arc<ApiServer>, advertise: &str, port: u16) -> Res
     let ctx = api
         .internal_ctx(
             Method::PUT,
-            "discovery.k8s.io",
-            "v1",
-            "endpointslices",
-            Some("default"),
-            Some("kubernetes"),
+            target("discovery.k8s.io", "v1", "endpointslices", Some("default"), Some("kubernetes")),
             &slice,
         )
         .map_err(|e| anyhow!("{e}"))?;

@@ -22,12 +22,66 @@ pub const DEFAULT_HISTORY: usize = 20_000;
 /// Events a slow watcher may fall behind before it is closed (and resumes from its last RV).
 const FANOUT_BUFFER: usize = 16 * 1024;
 
-/// A decoded object as of one revision. `object.metadata.resourceVersion` is set.
+/// An object as of one revision, kept as its JSON encoding (with `metadata.resourceVersion`
+/// set) so that lists and watches send it without re-encoding, plus the few fields that
+/// selectors need. [`Cached::object`] decodes the rest on demand.
 #[derive(Debug, Clone)]
 pub struct Cached {
     pub key: Arc<str>,
-    pub object: Arc<Value>,
     pub revision: Revision,
+    pub bytes: Arc<[u8]>,
+    meta: Arc<Meta>,
+}
+
+#[derive(Debug, Default)]
+struct Meta {
+    name: String,
+    namespace: String,
+    api_version: String,
+    labels: serde_json::Map<String, Value>,
+    deleting: bool,
+}
+
+impl Cached {
+    /// Encodes an object (whose `metadata.resourceVersion` is already `revision`).
+    pub fn new(key: Arc<str>, revision: Revision, object: &Value) -> Cached {
+        let meta_of = |field: &str| object.get("metadata").and_then(|m| m.get(field));
+        let str_of = |v: Option<&Value>| v.and_then(Value::as_str).unwrap_or_default().to_string();
+        let meta = Meta {
+            name: str_of(meta_of("name")),
+            namespace: str_of(meta_of("namespace")),
+            api_version: str_of(object.get("apiVersion")),
+            labels: meta_of("labels").and_then(Value::as_object).cloned().unwrap_or_default(),
+            deleting: meta_of("deletionTimestamp").is_some_and(|t| !t.is_null()),
+        };
+        let bytes: Arc<[u8]> = serde_json::to_vec(object).unwrap_or_default().into();
+        Cached { key, revision, bytes, meta: Arc::new(meta) }
+    }
+
+    /// The decoded object.
+    pub fn object(&self) -> Arc<Value> {
+        Arc::new(serde_json::from_slice(&self.bytes).unwrap_or(Value::Null))
+    }
+
+    pub fn name(&self) -> &str {
+        &self.meta.name
+    }
+
+    pub fn namespace(&self) -> &str {
+        &self.meta.namespace
+    }
+
+    pub fn api_version(&self) -> &str {
+        &self.meta.api_version
+    }
+
+    pub fn labels(&self) -> &serde_json::Map<String, Value> {
+        &self.meta.labels
+    }
+
+    pub fn is_deleting(&self) -> bool {
+        self.meta.deleting
+    }
 }
 
 /// The type of a watch event.
@@ -53,8 +107,8 @@ impl Change {
 pub struct CacheEvent {
     pub change: Change,
     pub key: Arc<str>,
-    pub object: Arc<Value>,
-    pub prev: Option<Arc<Value>>,
+    pub object: Cached,
+    pub prev: Option<Cached>,
     pub revision: Revision,
 }
 
@@ -121,10 +175,10 @@ impl WatchCache {
             .into_iter()
             .map(|c| CacheEvent {
                 change: Change::Added,
-                key: c.key,
-                object: c.object,
-                prev: None,
+                key: c.key.clone(),
                 revision: c.revision,
+                object: c,
+                prev: None,
             })
             .collect();
         for ev in &existing {
@@ -196,7 +250,7 @@ impl WatchCache {
         let ev = CacheEvent {
             change: Change::Deleted,
             key: Arc::from(""),
-            object: Arc::new(Value::Null),
+            object: Cached::new(Arc::from(""), 0, &Value::Null),
             prev: None,
             revision: 0,
         };
@@ -210,7 +264,7 @@ impl WatchCache {
         };
         let event = {
             let mut st = self.write_state();
-            let prev = st.objects.get(&cached.key).map(|c| c.object.clone());
+            let prev = st.objects.get(&cached.key).cloned();
             let change = match kind {
                 EventKind::Delete => {
                     st.objects.remove(&cached.key);
@@ -224,16 +278,16 @@ impl WatchCache {
             let event = Arc::new(CacheEvent {
                 change,
                 key: cached.key.clone(),
-                object: cached.object,
+                object: cached,
                 prev,
                 revision: kv.mod_revision,
             });
             st.revision = kv.mod_revision;
             st.history.push_back(event.clone());
-            if st.history.len() > self.history {
-                if let Some(old) = st.history.pop_front() {
-                    st.oldest = old.revision;
-                }
+            if st.history.len() > self.history
+                && let Some(old) = st.history.pop_front()
+            {
+                st.oldest = old.revision;
             }
             event
         };
@@ -363,7 +417,7 @@ impl WatchCache {
 pub fn decode(kv: &KeyValue) -> Option<Cached> {
     let mut object: Value = serde_json::from_slice(&kv.value).ok()?;
     set_resource_version(&mut object, kv.mod_revision);
-    Some(Cached { key: Arc::from(kv.key.as_str()), object: Arc::new(object), revision: kv.mod_revision })
+    Some(Cached::new(Arc::from(kv.key.as_str()), kv.mod_revision, &object))
 }
 
 /// Sets `metadata.resourceVersion`.

@@ -11,15 +11,15 @@ use crate::objects;
 pub fn set_crd_status(crd: &mut Value) {
     let names = crd.pointer("/spec/names").cloned().unwrap_or(json!({}));
     let mut accepted = names.clone();
-    if accepted.get("singular").is_none() {
-        if let Some(kind) = names.get("kind").and_then(Value::as_str) {
-            accepted["singular"] = json!(kind.to_lowercase());
-        }
+    if accepted.get("singular").is_none()
+        && let Some(kind) = names.get("kind").and_then(Value::as_str)
+    {
+        accepted["singular"] = json!(kind.to_lowercase());
     }
-    if accepted.get("listKind").is_none() {
-        if let Some(kind) = names.get("kind").and_then(Value::as_str) {
-            accepted["listKind"] = json!(format!("{kind}List"));
-        }
+    if accepted.get("listKind").is_none()
+        && let Some(kind) = names.get("kind").and_then(Value::as_str)
+    {
+        accepted["listKind"] = json!(format!("{kind}List"));
     }
     let now = objects::now_rfc3339();
     let stored: Vec<Value> = crd
@@ -59,10 +59,10 @@ fn walk_prune(schema: &Value, value: &mut Value, root: bool) {
             let additional = schema.get("additionalProperties");
             if let Some(props) = props {
                 for (name, sub) in props {
-                    if !map.contains_key(name) {
-                        if let Some(d) = sub.get("default") {
-                            map.insert(name.clone(), d.clone());
-                        }
+                    if !map.contains_key(name)
+                        && let Some(d) = sub.get("default")
+                    {
+                        map.insert(name.clone(), d.clone());
                     }
                 }
             }
@@ -117,10 +117,11 @@ pub fn validate_custom(schema: &Value, obj: &Value) -> Vec<Cause> {
 
 fn required(schema: &Value, map: &Map<String, Value>, path: &str, causes: &mut Vec<Cause>) {
     for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
-        if let Some(name) = r.as_str() {
-            if !map.contains_key(name) && !(path.is_empty() && name == "metadata") {
-                causes.push(Cause::required(join(path, name)));
-            }
+        if let Some(name) = r.as_str()
+            && !map.contains_key(name)
+            && !(path.is_empty() && name == "metadata")
+        {
+            causes.push(Cause::required(join(path, name)));
         }
     }
 }
@@ -178,23 +179,19 @@ fn check(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
         Value::String(s) => check_string(schema, s, value, path, causes),
         Value::Array(items) => {
             let n = items.len() as i64;
-            if let Some(max) = schema.get("maxItems").and_then(Value::as_i64) {
-                if n > max {
-                    causes.push(Cause::new(
-                        "FieldValueTooMany",
-                        path,
-                        format!("Too many: {n}: must have at most {max} items"),
-                    ));
-                }
+            if let Some(max) = schema.get("maxItems").and_then(Value::as_i64)
+                && n > max
+            {
+                causes.push(Cause::new(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {n}: must have at most {max} items"),
+                ));
             }
-            if let Some(min) = schema.get("minItems").and_then(Value::as_i64) {
-                if n < min {
-                    causes.push(Cause::invalid(
-                        path,
-                        value,
-                        &format!("{path} in body should have at least {min} items"),
-                    ));
-                }
+            if let Some(min) = schema.get("minItems").and_then(Value::as_i64)
+                && n < min
+            {
+                causes.push(Cause::invalid(path, value, &format!("{path} in body should have at least {min} items")));
             }
             if let Some(item_schema) = schema.get("items") {
                 for (i, item) in items.iter().enumerate() {
@@ -212,14 +209,14 @@ fn check(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
             }
             required(schema, map, path, causes);
             let n = map.len() as i64;
-            if let Some(max) = schema.get("maxProperties").and_then(Value::as_i64) {
-                if n > max {
-                    causes.push(Cause::new(
-                        "FieldValueTooMany",
-                        path,
-                        format!("Too many: {n}: must have at most {max} items"),
-                    ));
-                }
+            if let Some(max) = schema.get("maxProperties").and_then(Value::as_i64)
+                && n > max
+            {
+                causes.push(Cause::new(
+                    "FieldValueTooMany",
+                    path,
+                    format!("Too many: {n}: must have at most {max} items"),
+                ));
             }
         }
         _ => {}
@@ -227,15 +224,15 @@ fn check(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
 }
 
 fn check_enum(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
-    if let Some(allowed) = schema.get("enum").and_then(Value::as_array) {
-        if !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
-            causes.push(Cause::new(
-                "FieldValueNotSupported",
-                path,
-                format!("Unsupported value: {value}: supported values: {}", list.join(", ")),
-            ));
-        }
+    if let Some(allowed) = schema.get("enum").and_then(Value::as_array)
+        && !allowed.contains(value)
+    {
+        let list: Vec<String> = allowed.iter().map(|v| v.to_string()).collect();
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            path,
+            format!("Unsupported value: {value}: supported values: {}", list.join(", ")),
+        ));
     }
 }
 
@@ -243,36 +240,37 @@ fn check_number(schema: &Value, n: f64, value: &Value, path: &str, causes: &mut 
     let bound = |k: &str| schema.get(k).and_then(Value::as_f64);
     let excl = |k: &str| schema.get(k).and_then(Value::as_bool) == Some(true);
     let show = |b: f64| if b.fract() == 0.0 { format!("{}", b as i64) } else { b.to_string() };
-    if let Some(min) = bound("minimum") {
-        if n < min || (excl("exclusiveMinimum") && n <= min) {
-            let rel = if excl("exclusiveMinimum") { "greater than" } else { "greater than or equal to" };
-            causes.push(Cause::invalid(path, value, &format!("{path} in body should be {rel} {}", show(min))));
-        }
+    if let Some(min) = bound("minimum")
+        && (n < min || (excl("exclusiveMinimum") && n <= min))
+    {
+        let rel = if excl("exclusiveMinimum") { "greater than" } else { "greater than or equal to" };
+        causes.push(Cause::invalid(path, value, &format!("{path} in body should be {rel} {}", show(min))));
     }
-    if let Some(max) = bound("maximum") {
-        if n > max || (excl("exclusiveMaximum") && n >= max) {
-            let rel = if excl("exclusiveMaximum") { "less than" } else { "less than or equal to" };
-            causes.push(Cause::invalid(path, value, &format!("{path} in body should be {rel} {}", show(max))));
-        }
+    if let Some(max) = bound("maximum")
+        && (n > max || (excl("exclusiveMaximum") && n >= max))
+    {
+        let rel = if excl("exclusiveMaximum") { "less than" } else { "less than or equal to" };
+        causes.push(Cause::invalid(path, value, &format!("{path} in body should be {rel} {}", show(max))));
     }
-    if let Some(m) = bound("multipleOf") {
-        if m != 0.0 && (n / m).fract() != 0.0 {
-            causes.push(Cause::invalid(path, value, &format!("{path} in body should be a multiple of {}", show(m))));
-        }
+    if let Some(m) = bound("multipleOf")
+        && m != 0.0
+        && (n / m).fract() != 0.0
+    {
+        causes.push(Cause::invalid(path, value, &format!("{path} in body should be a multiple of {}", show(m))));
     }
 }
 
 fn check_string(schema: &Value, s: &str, value: &Value, path: &str, causes: &mut Vec<Cause>) {
     let len = s.chars().count() as i64;
-    if let Some(max) = schema.get("maxLength").and_then(Value::as_i64) {
-        if len > max {
-            causes.push(Cause::new("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
-        }
+    if let Some(max) = schema.get("maxLength").and_then(Value::as_i64)
+        && len > max
+    {
+        causes.push(Cause::new("FieldValueTooLong", path, format!("Too long: may not be more than {max} bytes")));
     }
-    if let Some(min) = schema.get("minLength").and_then(Value::as_i64) {
-        if len < min {
-            causes.push(Cause::invalid(path, value, &format!("{path} in body should be at least {min} chars long")));
-        }
+    if let Some(min) = schema.get("minLength").and_then(Value::as_i64)
+        && len < min
+    {
+        causes.push(Cause::invalid(path, value, &format!("{path} in body should be at least {min} chars long")));
     }
     if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
         match regex::Regex::new(pattern) {

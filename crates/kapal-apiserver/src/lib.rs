@@ -4,6 +4,10 @@
 //! CRDs alike); per-kind behaviour lives in [`strategy`]. Reads and watches come from the
 //! [`cache::WatchCache`]; writes go to the [`kapal_store::Store`] with optimistic concurrency.
 
+// `ApiError` is the whole `metav1.Status` a client gets; it is built only on error paths and
+// returned once per request, so its size does not matter.
+#![allow(clippy::result_large_err)]
+
 pub mod alloc;
 pub mod auth;
 mod bootstrap;
@@ -132,8 +136,8 @@ impl ApiServer {
             crd_prefix,
             Box::new(move |ev| {
                 let name = ev.key.trim_start_matches(crd_prefix);
-                let crd = (ev.change != cache::Change::Deleted).then_some(&*ev.object);
-                r.set_crd(name, crd);
+                let crd = (ev.change != cache::Change::Deleted).then(|| ev.object.object());
+                r.set_crd(name, crd.as_deref());
             }),
         );
         Ok(Arc::new(ApiServer {

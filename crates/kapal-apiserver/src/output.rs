@@ -1,11 +1,10 @@
 //! Response forms: the object itself, a `Table`, or `PartialObjectMetadata`.
 
-use std::sync::Arc;
-
 use http::HeaderMap;
 use kapal_api::ApiError;
 use serde_json::{Map, Value, json};
 
+use crate::cache::Cached;
 use crate::http::{Query, accept};
 use crate::resources::Served;
 
@@ -82,22 +81,33 @@ pub fn partial_metadata(version: &str, obj: &Value) -> Value {
     })
 }
 
-/// Appends one object, in the requested form, to a JSON buffer.
-pub fn write_object_into(buf: &mut Vec<u8>, served: &Served, output: &Output, obj: &Value) {
+/// Appends one cached object, in the requested form, to a JSON buffer. The common case (the
+/// object at its stored version) copies its encoding as it is.
+pub fn write_cached_into(buf: &mut Vec<u8>, served: &Served, output: &Output, c: &Cached) {
     let _ = match output {
-        Output::PartialMetadata { version } => serde_json::to_writer(&mut *buf, &partial_metadata(version, obj)),
-        _ => serde_json::to_writer(&mut *buf, present(served, obj).as_ref()),
+        Output::Object if c.api_version() == served.info.api_version() => {
+            buf.extend_from_slice(&c.bytes);
+            Ok(())
+        }
+        Output::PartialMetadata { version } => {
+            serde_json::to_writer(&mut *buf, &partial_metadata(version, &c.object()))
+        }
+        _ => serde_json::to_writer(&mut *buf, present(served, &c.object()).as_ref()),
     };
 }
 
-/// One object (not a list) in the requested form.
-pub fn single(served: &Served, output: &Output, obj: &Arc<Value>) -> Value {
+/// One object (not a list) in the requested form, encoded.
+pub fn single(served: &Served, output: &Output, c: &Cached) -> Vec<u8> {
     match output {
-        Output::Object => present(served, obj).into_owned(),
-        Output::PartialMetadata { version } => partial_metadata(version, obj),
         Output::Table { .. } => {
-            let rv = obj.get("metadata").and_then(|m| m.get("resourceVersion")).cloned().unwrap_or(Value::Null);
-            table(served, output, std::slice::from_ref(obj), json!({"resourceVersion": rv}))
+            let table =
+                table(served, output, std::slice::from_ref(c), json!({"resourceVersion": c.revision.to_string()}));
+            serde_json::to_vec(&table).unwrap_or_default()
+        }
+        _ => {
+            let mut buf = Vec::with_capacity(c.bytes.len() + 16);
+            write_cached_into(&mut buf, served, output, c);
+            buf
         }
     }
 }
@@ -118,10 +128,10 @@ pub fn row(served: &Served, include: IncludeObject, version: &str, obj: &Value, 
     };
     let mut row = Map::new();
     row.insert("cells".into(), Value::Array(cells));
-    if served.custom.is_none() {
-        if let Some(conditions) = kapal_api::table::row_conditions(&served.info.group, &served.info.kind, obj) {
-            row.insert("conditions".into(), conditions);
-        }
+    if served.custom.is_none()
+        && let Some(conditions) = kapal_api::table::row_conditions(&served.info.group, &served.info.kind, obj)
+    {
+        row.insert("conditions".into(), conditions);
     }
     match include {
         IncludeObject::None => {}
@@ -136,13 +146,13 @@ pub fn row(served: &Served, include: IncludeObject, version: &str, obj: &Value, 
 }
 
 /// A Table of objects.
-pub fn table(served: &Served, output: &Output, objs: &[Arc<Value>], metadata: Value) -> Value {
+pub fn table(served: &Served, output: &Output, objs: &[Cached], metadata: Value) -> Value {
     let (version, include) = match output {
         Output::Table { version, include } => (version.as_str(), *include),
         _ => ("v1", IncludeObject::Metadata),
     };
     let now = jiff::Timestamp::now();
-    let rows: Vec<Value> = objs.iter().map(|o| row(served, include, version, o, now)).collect();
+    let rows: Vec<Value> = objs.iter().map(|c| row(served, include, version, &c.object(), now)).collect();
     json!({
         "kind": "Table",
         "apiVersion": format!("meta.k8s.io/{version}"),

@@ -188,12 +188,11 @@ pub fn host_addresses() -> Vec<String> {
         let t = line.trim_start_matches([' ', '|', '+', '-']).trim();
         if t.split('.').count() == 4 && t.parse::<std::net::Ipv4Addr>().is_ok() {
             last_ip = Some(t);
-        } else if t.contains("/32 host LOCAL") {
-            if let Some(ip) = last_ip {
-                if !out.iter().any(|o| o == ip) {
-                    out.push(ip.to_string());
-                }
-            }
+        } else if t.contains("/32 host LOCAL")
+            && let Some(ip) = last_ip
+            && !out.iter().any(|o| o == ip)
+        {
+            out.push(ip.to_string());
         }
     }
     out

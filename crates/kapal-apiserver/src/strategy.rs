@@ -240,11 +240,11 @@ pub fn plan_delete(served: &Served, obj: &mut Value, opts: &DeleteOptions) -> De
         _ => None,
     };
     let mut changed = false;
-    if let Some(f) = gc_finalizer {
-        if !finalizers.iter().any(|x| x == f) {
-            finalizers.push(f.to_string());
-            changed = true;
-        }
+    if let Some(f) = gc_finalizer
+        && !finalizers.iter().any(|x| x == f)
+    {
+        finalizers.push(f.to_string());
+        changed = true;
     }
     let grace = graceful_period(served, obj, opts);
     let namespace_pending = (group, kind) == ("", "Namespace")
@@ -256,11 +256,10 @@ pub fn plan_delete(served: &Served, obj: &mut Value, opts: &DeleteOptions) -> De
         // A shorter grace period may still shorten a pod's pending deletion.
         if let (Some(g), Some(cur)) =
             (grace, obj.pointer("/metadata/deletionGracePeriodSeconds").and_then(Value::as_i64))
+            && g < cur
         {
-            if g < cur {
-                set_deletion(obj, g);
-                return DeletePlan::Marked;
-            }
+            set_deletion(obj, g);
+            return DeletePlan::Marked;
         }
         if grace == Some(0) && finalizers.is_empty() {
             return DeletePlan::Immediate;

@@ -128,10 +128,10 @@ impl SqliteStore {
                     }
                 }
                 let target = by_age.min(current - retention.min_revisions);
-                if target > store.compacted_revision() {
-                    if let Err(e) = store.compact(target).await {
-                        tracing::warn!(error = %e, target, "compaction failed");
-                    }
+                if target > store.compacted_revision()
+                    && let Err(e) = store.compact(target).await
+                {
+                    tracing::warn!(error = %e, target, "compaction failed");
                 }
             }
         })
@@ -162,10 +162,10 @@ impl SqliteStore {
                 None => open_connection(&shared.path, false)?,
             };
             let result = f(&conn).map_err(sql_error);
-            if let Ok(mut pool) = shared.readers.lock() {
-                if pool.len() < READERS {
-                    pool.push(conn);
-                }
+            if let Ok(mut pool) = shared.readers.lock()
+                && pool.len() < READERS
+            {
+                pool.push(conn);
             }
             result
         })

@@ -85,7 +85,10 @@ fn errors_read_like_kubernetes() {
     for k in kubectls() {
         c.ok(&k, &["create", "cm", "dup", "--from-literal=a=1"]);
         let out = c.fails(&k, &["create", "cm", "dup", "--from-literal=a=1"], None);
-        assert!(out.contains("AlreadyExists") && out.contains("already exists"), "{out}");
+        assert!(out.contains("configmaps \"dup\" already exists"), "{out}");
+        let out =
+            c.fails(&k, &["create", "-f", "-"], Some("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dup\n"));
+        assert!(out.contains("AlreadyExists"), "{out}");
         let out = c.fails(&k, &["create", "cm", "Bad_Name", "--from-literal=a=1"], None);
         assert!(out.contains("Invalid value") && out.contains("metadata.name"), "{out}");
         let strict = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: strict\nfoo: bar\n";
@@ -319,6 +322,11 @@ spec:
         assert!(out.contains("size"), "{out}");
         c.ok(&k, &["delete", "crd", "widgets.e2e.example.com"]);
         assert!(eventually(30, || !c.kubectl(&k, &["get", "widgets"]).status.success()));
+        // The custom objects went with their CRD: a new CRD of the same name starts empty.
+        c.ok_stdin(&k, &["apply", "-f", "-"], Some(crd));
+        assert!(eventually(30, || c.kubectl(&k, &["get", "widgets"]).status.success()));
+        assert_eq!(c.ok(&k, &["get", "widgets", "-o", "name"]).trim(), "");
+        c.ok(&k, &["delete", "crd", "widgets.e2e.example.com"]);
     }
 }
 

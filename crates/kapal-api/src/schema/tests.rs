@@ -340,3 +340,17 @@ fn hostile_input_does_not_panic() {
     assert_eq!(unknown_fields(&pod, &json!({"spec": "text", "metadata": [1]})), Vec::<String>::new());
     assert_eq!(pod.node(usize::MAX), &Node::Any { atomic: true });
 }
+
+#[test]
+fn custom_resource_metadata_keeps_managed_fields_free_form() {
+    let schema = from_openapi_v3(
+        &json!({"type": "object", "properties": {"spec": {"type": "object", "properties": {"size": {"type": "integer"}}}}}),
+    );
+    let obj = json!({
+        "apiVersion": "e.com/v1", "kind": "W",
+        "metadata": {"name": "w", "managedFields": [{"manager": "m", "operation": "Update", "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:metadata": {"f:annotations": {}}, "f:spec": {"f:size": {}}}}]},
+        "spec": {"size": 1, "junk": 2}
+    });
+    assert_eq!(unknown_fields(&schema, &obj), ["spec.junk"]);
+}

@@ -265,7 +265,7 @@ pub(super) fn go_number(n: &Number) -> String {
         return "0".to_string();
     };
     let sign = if neg { "-" } else { "" };
-    if exp < -4 || exp >= 6 {
+    if !(-4..6).contains(&exp) {
         let (first, rest) = digits.split_at(1);
         let dot = if rest.is_empty() { String::new() } else { format!(".{rest}") };
         let esign = if exp < 0 { '-' } else { '+' };

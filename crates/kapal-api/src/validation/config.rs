@@ -136,16 +136,12 @@ pub(crate) fn validate_secret(secret: &Value, errs: &mut Errs) {
                 errs.push(invalid_str(&data.key(key), "<secret contents redacted>", &e.to_string()));
             }
         }
-        "kubernetes.io/basic-auth" => {
-            if !has("username") && !has("password") {
-                errs.push(required(&data.key("username"), ""));
-                errs.push(required(&data.key("password"), ""));
-            }
+        "kubernetes.io/basic-auth" if !has("username") && !has("password") => {
+            errs.push(required(&data.key("username"), ""));
+            errs.push(required(&data.key("password"), ""));
         }
-        "kubernetes.io/ssh-auth" => {
-            if secret_value(secret, "ssh-privatekey").is_none_or(|v| v.is_empty()) {
-                errs.push(required(&data.key("ssh-privatekey"), ""));
-            }
+        "kubernetes.io/ssh-auth" if secret_value(secret, "ssh-privatekey").is_none_or(|v| v.is_empty()) => {
+            errs.push(required(&data.key("ssh-privatekey"), ""));
         }
         "kubernetes.io/tls" => {
             for key in ["tls.crt", "tls.key"] {

@@ -624,10 +624,8 @@ fn validate_handler(h: &Value, kinds: &[&str], grace: i64, p: &Path, errs: &mut 
         }
         found = true;
         match kind {
-            "exec" => {
-                if str_list(action, "command", &ap, errs).is_empty() {
-                    errs.push(required(&ap.child("command"), ""));
-                }
+            "exec" if str_list(action, "command", &ap, errs).is_empty() => {
+                errs.push(required(&ap.child("command"), ""));
             }
             "httpGet" => {
                 port_num_or_name(action.get("port"), &ap.child("port"), errs);

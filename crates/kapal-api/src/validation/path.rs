@@ -27,6 +27,7 @@ impl Path {
         Path(format!("{}[{key}]", self.0))
     }
 
+    #[cfg(test)]
     pub(crate) fn as_str(&self) -> &str {
         &self.0
     }

@@ -146,10 +146,8 @@ fn validate_volume_source(vol: &Value, p: &Path, errs: &mut Errs) -> Option<&'st
                 file_mode(src, "defaultMode", &sp, errs);
                 key_to_paths(src, &sp, errs);
             }
-            "persistentVolumeClaim" => {
-                if str_or_empty(src, "claimName", &sp, errs).is_empty() {
-                    errs.push(required(&sp.child("claimName"), ""));
-                }
+            "persistentVolumeClaim" if str_or_empty(src, "claimName", &sp, errs).is_empty() => {
+                errs.push(required(&sp.child("claimName"), ""));
             }
             "nfs" => {
                 let server = str_or_empty(src, "server", &sp, errs);
@@ -174,15 +172,11 @@ fn validate_volume_source(vol: &Value, p: &Path, errs: &mut Errs) -> Option<&'st
                 file_mode(src, "defaultMode", &sp, errs);
                 projected_sources(src, &sp, errs);
             }
-            "csi" => {
-                if str_or_empty(src, "driver", &sp, errs).is_empty() {
-                    errs.push(required(&sp.child("driver"), ""));
-                }
+            "csi" if str_or_empty(src, "driver", &sp, errs).is_empty() => {
+                errs.push(required(&sp.child("driver"), ""));
             }
-            "ephemeral" => {
-                if get(src, "volumeClaimTemplate").is_none() {
-                    errs.push(required(&sp.child("volumeClaimTemplate"), ""));
-                }
+            "ephemeral" if get(src, "volumeClaimTemplate").is_none() => {
+                errs.push(required(&sp.child("volumeClaimTemplate"), ""));
             }
             _ => {}
         }

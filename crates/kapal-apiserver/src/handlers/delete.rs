@@ -46,19 +46,19 @@ impl DeleteOptions {
             opts.propagation = Some(p.to_string());
         }
         opts.dry_run |= ctx.dry_run()?;
-        if let Some(p) = &opts.propagation {
-            if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::invalid(
-                    "meta.k8s.io",
-                    "DeleteOptions",
-                    "",
-                    vec![kapal_api::Cause::not_supported(
-                        "propagationPolicy",
-                        &json!(p),
-                        &["Foreground", "Background", "Orphan", "nil"],
-                    )],
-                ));
-            }
+        if let Some(p) = &opts.propagation
+            && !matches!(p.as_str(), "Orphan" | "Background" | "Foreground")
+        {
+            return Err(ApiError::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                vec![kapal_api::Cause::not_supported(
+                    "propagationPolicy",
+                    &json!(p),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            ));
         }
         Ok(opts)
     }
@@ -88,9 +88,10 @@ impl ApiServer {
 
     async fn delete_one(&self, ctx: &Ctx, old: &Cached, opts: &DeleteOptions) -> Result<Reply, DeleteError> {
         let info = &ctx.served.info;
-        let name = objects::name(&old.object).unwrap_or_default().to_string();
+        let old_object = old.object();
+        let name = objects::name(&old_object).unwrap_or_default().to_string();
         if let Some(uid) = &opts.precondition_uid {
-            let actual = objects::uid(&old.object).unwrap_or_default();
+            let actual = objects::uid(&old_object).unwrap_or_default();
             if uid != actual {
                 return Err(DeleteError::Api(ApiError::conflict(
                     &info.group,
@@ -100,30 +101,35 @@ impl ApiServer {
                 )));
             }
         }
-        if let Some(rv) = &opts.precondition_rv {
-            if *rv != old.revision.to_string() {
-                return Err(DeleteError::Api(ApiError::conflict(
-                    &info.group,
-                    &info.plural,
-                    &name,
-                    &format!(
-                        "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
-                        old.revision
-                    ),
-                )));
-            }
+        if let Some(rv) = &opts.precondition_rv
+            && *rv != old.revision.to_string()
+        {
+            return Err(DeleteError::Api(ApiError::conflict(
+                &info.group,
+                &info.plural,
+                &name,
+                &format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    old.revision
+                ),
+            )));
         }
-        let mut marked = (*old.object).clone();
+        let mut marked = (*old_object).clone();
         let plan = strategy::plan_delete(&ctx.served, &mut marked, opts);
         if plan == strategy::DeletePlan::Immediate {
             if opts.dry_run {
-                return Ok(Reply::ok(crate::output::present(&ctx.served, &old.object).into_owned()));
+                return Ok(Reply::ok(crate::output::present(&ctx.served, &old_object).into_owned()));
+            }
+            if !ctx.served.is_custom()
+                && (info.group.as_str(), info.kind.as_str()) == ("apiextensions.k8s.io", "CustomResourceDefinition")
+            {
+                self.delete_custom_objects(&old_object).await.map_err(DeleteError::Api)?;
             }
             return match self.store.delete(&old.key, Some(old.revision)).await {
                 Ok(kv) => {
-                    self.release_object(&ctx.served, &old.object).await;
+                    self.release_object(&ctx.served, &old_object).await;
                     self.cache.wait_for(kv.mod_revision, std::time::Duration::from_secs(3)).await;
-                    let mut gone = (*old.object).clone();
+                    let mut gone = (*old_object).clone();
                     set_resource_version(&mut gone, kv.mod_revision);
                     Ok(Reply::ok(crate::output::present(&ctx.served, &gone).into_owned()))
                 }
@@ -142,7 +148,7 @@ impl ApiServer {
         }
         match self.store.update(&old.key, super::write::encode(&marked), old.revision).await {
             Ok(kv) => {
-                let stored = self.after_write(kv).await;
+                let stored = self.after_write(kv, marked).await;
                 Ok(Reply {
                     status: StatusCode::ACCEPTED,
                     body: crate::output::present(&ctx.served, &stored).into_owned(),
@@ -155,12 +161,31 @@ impl ApiServer {
         }
     }
 
+    /// Deletes every object of a CRD's resource, as upstream's CRD finalizer does before the
+    /// CRD itself goes.
+    async fn delete_custom_objects(&self, crd: &Value) -> Result<(), ApiError> {
+        let (Some(group), Some(plural)) = (
+            crd.pointer("/spec/group").and_then(Value::as_str),
+            crd.pointer("/spec/names/plural").and_then(Value::as_str),
+        ) else {
+            return Ok(());
+        };
+        let prefix = format!("/registry/{group}/{plural}/");
+        for c in self.cache.list(&prefix) {
+            match self.store.delete(&c.key, None).await {
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(crate::store_error(e)),
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) async fn delete_collection(&self, ctx: &Ctx) -> Result<Reply, ApiError> {
         let opts = DeleteOptions::from_ctx(ctx)?;
         let filter = Filter::from_ctx(ctx)?;
         self.cache.sync().await;
         let prefix = ctx.served.info.namespace_prefix(ctx.namespace());
-        let targets: Vec<Cached> = self.cache.list(&prefix).into_iter().filter(|c| filter.matches(&c.object)).collect();
+        let targets: Vec<Cached> = self.cache.list(&prefix).into_iter().filter(|c| filter.matches(c)).collect();
         let mut deleted = Vec::new();
         for old in targets {
             let mut current = Some(old);

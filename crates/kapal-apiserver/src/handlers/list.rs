@@ -15,7 +15,7 @@ use super::{Ctx, Dispatched};
 use crate::ApiServer;
 use crate::cache::{Cached, decode};
 use crate::http::bytes_response;
-use crate::output::{Output, negotiate, write_object_into};
+use crate::output::{Output, negotiate, write_cached_into};
 use crate::resources::Served;
 
 /// Parsed label and field selectors of a request.
@@ -54,20 +54,20 @@ impl Filter {
         self.labels.is_none() && self.fields.is_none()
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
-        if let Some(sel) = &self.labels {
-            let empty = serde_json::Map::new();
-            let labels = crate::objects::labels(obj).unwrap_or(&empty);
-            if !sel.matches(labels) {
-                return false;
-            }
+    pub fn matches(&self, c: &Cached) -> bool {
+        if let Some(sel) = &self.labels
+            && !sel.matches(c.labels())
+        {
+            return false;
         }
-        if let Some(sel) = &self.fields {
-            if !sel.matches(|f| kapal_api::fields::field_value(&self.group, &self.kind, obj, f)) {
-                return false;
-            }
+        let Some(sel) = &self.fields else { return true };
+        // Name and namespace selectors (kubectl wait, get -w of one object) need no decoding.
+        let by_meta = sel.requirements().all(|(f, _, _)| f == "metadata.name" || f == "metadata.namespace");
+        if by_meta {
+            return sel.matches(|f| Some(if f == "metadata.name" { c.name() } else { c.namespace() }.to_string()));
         }
-        true
+        let obj = c.object();
+        sel.matches(|f| kapal_api::fields::field_value(&self.group, &self.kind, &obj, f))
     }
 
     /// The single object name a `metadata.name=x` field selector pins, if any.
@@ -102,7 +102,7 @@ fn decode_continue(token: &str) -> Result<Continue, ApiError> {
 
 /// A page of results ready to encode.
 pub struct Page {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Cached>,
     pub revision: i64,
     pub continue_token: Option<String>,
     pub remaining: Option<usize>,
@@ -159,8 +159,8 @@ impl ApiServer {
                 more = true;
                 return false;
             }
-            if filter.matches(&c.object) {
-                items.push(c.object.clone());
+            if filter.matches(c) {
+                items.push(c.clone());
             }
             last_key = Some(c.key.clone());
             true
@@ -197,10 +197,10 @@ impl ApiServer {
         })?;
         let mut items = Vec::new();
         for kv in &page.items {
-            if let Some(c) = decode(kv) {
-                if filter.matches(&c.object) {
-                    items.push(c.object);
-                }
+            if let Some(c) = decode(kv)
+                && filter.matches(&c)
+            {
+                items.push(c);
             }
         }
         let continue_token = match (page.remaining > 0, page.items.last()) {
@@ -289,7 +289,7 @@ pub fn encode_list(served: &Served, output: &Output, page: &Page) -> Response<Bo
                 if i > 0 {
                     buf.push(b',');
                 }
-                write_object_into(&mut buf, served, output, obj);
+                write_cached_into(&mut buf, served, output, obj);
             }
             buf.extend_from_slice(b"]}");
             bytes_response(StatusCode::OK, "application/json", buf)

@@ -106,7 +106,7 @@ impl ApiServer {
         let watching = ctx.query.flag("watch");
         let reply = match (ctx.method.clone(), named) {
             (Method::GET, _) if watching => return self.watch(ctx).await.map(Dispatched::Response),
-            (Method::GET, true) => self.get(ctx).await?,
+            (Method::GET, true) => return self.get(ctx).await.map(Dispatched::Response),
             (Method::GET, false) => return self.list(ctx).await,
             (Method::POST, false) => self.create(ctx).await?,
             (Method::PUT, true) => self.update(ctx).await?,

@@ -5,16 +5,20 @@ use std::time::Duration;
 use kapal_api::ApiError;
 
 use super::list::too_large_rv;
-use super::{Ctx, Reply};
+use axum::body::Body;
+use http::{Response, StatusCode};
+
+use super::Ctx;
 use crate::ApiServer;
 use crate::cache::Cached;
+use crate::http::bytes_response;
 use crate::output::{negotiate, single};
 
 impl ApiServer {
-    pub(crate) async fn get(&self, ctx: &Ctx) -> Result<Reply, ApiError> {
+    pub(crate) async fn get(&self, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
         let output = negotiate(&ctx.headers, &ctx.query, false)?;
         let cached = self.read_object(ctx).await?;
-        Ok(Reply::ok(single(&ctx.served, &output, &cached.object)))
+        Ok(bytes_response(StatusCode::OK, "application/json", single(&ctx.served, &output, &cached)))
     }
 
     /// Reads the object a named request addresses, honouring `resourceVersion` semantics.

@@ -18,13 +18,13 @@ impl ApiServer {
         let reply = match (sub, ctx.method.clone()) {
             ("status", Method::GET) => {
                 let c = self.read_object(ctx).await?;
-                Reply::ok(present(&ctx.served, &c.object).into_owned())
+                Reply::ok(present(&ctx.served, &c.object()).into_owned())
             }
             ("status", Method::PUT) => self.update_as(ctx, Some("status")).await?,
             ("status", Method::PATCH) => self.patch_as(ctx, Some("status")).await?,
             ("scale", Method::GET) => {
                 let c = self.read_object(ctx).await?;
-                Reply::ok(self.scale_of(ctx, &c.object)?)
+                Reply::ok(self.scale_of(ctx, &c.object())?)
             }
             ("scale", Method::PUT | Method::PATCH) => self.write_scale(ctx).await?,
             ("binding", Method::POST) => self.bind(ctx).await?,
@@ -87,13 +87,14 @@ impl ApiServer {
         let mut current = Some(self.cached(ctx)?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
-            let scale = self.scale_of(ctx, &old.object)?;
+            let old_object = old.object();
+            let scale = self.scale_of(ctx, &old_object)?;
             let desired = if ctx.method == Method::PUT {
                 let body = body_object(ctx)?;
-                if let Some(rv) = objects::resource_version(&body) {
-                    if rv != old.revision.to_string() {
-                        return Err(ApiError::stale(&info.group, &info.plural, &name));
-                    }
+                if let Some(rv) = objects::resource_version(&body)
+                    && rv != old.revision.to_string()
+                {
+                    return Err(ApiError::stale(&info.group, &info.plural, &name));
                 }
                 body
             } else {
@@ -116,17 +117,17 @@ impl ApiServer {
                 ));
             }
             let (spec_path, _, _) = self.scale_paths(ctx);
-            let mut obj = (*old.object).clone();
+            let mut obj = (*old_object).clone();
             set_path(&mut obj, &spec_path, json!(replicas));
             self.admit(
                 ctx,
                 &mut obj,
-                super::write::Op::Update { old: &old.object, subresource: Some("scale") },
+                super::write::Op::Update { old: &old_object, subresource: Some("scale") },
                 FieldValidation::Ignore,
             )?;
             crate::strategy::track_fields(
                 &ctx.served,
-                Some(&old.object),
+                Some(&old_object),
                 &mut obj,
                 &ctx.field_manager()?,
                 Some("scale"),
@@ -156,7 +157,8 @@ impl ApiServer {
         let mut current = Some(self.cached(ctx)?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
-            if objects::is_deleting(&old.object) {
+            let old_object = old.object();
+            if objects::is_deleting(&old_object) {
                 return Err(ApiError::conflict(
                     "",
                     "pods",
@@ -164,7 +166,7 @@ impl ApiServer {
                     "pod is being deleted, cannot be assigned to a host",
                 ));
             }
-            if let Some(node) = old.object.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
+            if let Some(node) = old_object.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
                 return Err(ApiError::conflict(
                     "",
                     "pods",
@@ -172,7 +174,7 @@ impl ApiServer {
                     &format!("pod {name} is already assigned to node \"{node}\""),
                 ));
             }
-            let mut obj = (*old.object).clone();
+            let mut obj = (*old_object).clone();
             obj["spec"]["nodeName"] = json!(target);
             set_condition(
                 &mut obj,
@@ -203,7 +205,7 @@ impl ApiServer {
             .query
             .get("container")
             .map(String::from)
-            .or_else(|| pod.object.pointer("/spec/containers/0/name").and_then(Value::as_str).map(String::from))
+            .or_else(|| pod.object().pointer("/spec/containers/0/name").and_then(Value::as_str).map(String::from))
             .unwrap_or_default();
         ApiError::bad_request(format!(
             "container \"{container}\" in pod \"{name}\" is waiting to start: ContainerCreating"
@@ -218,7 +220,7 @@ impl ApiServer {
         let mut current: Option<Cached> = Some(self.cached(ctx)?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
-            let mut obj = (*old.object).clone();
+            let mut obj = (*old.object()).clone();
             obj["spec"]["finalizers"] = finalizers.clone();
             match self.store_update(ctx, &old, obj, ctx.dry_run()?).await {
                 Ok(stored) => return Ok(Reply::ok(present(&ctx.served, &stored).into_owned())),

@@ -13,7 +13,7 @@ use tokio::sync::{broadcast, mpsc};
 use super::Ctx;
 use super::list::{Filter, too_large_rv};
 use crate::ApiServer;
-use crate::cache::{CacheEvent, Change, Subscription, WatchStartError};
+use crate::cache::{CacheEvent, Cached, Change, Subscription, WatchStartError};
 use crate::output::{IncludeObject, Output, negotiate, partial_metadata, present, row};
 use crate::resources::Served;
 
@@ -28,7 +28,19 @@ struct Encoder {
 }
 
 impl Encoder {
-    fn event(&mut self, kind: &str, obj: &Value) -> Vec<u8> {
+    fn event(&mut self, kind: &str, c: &Cached) -> Vec<u8> {
+        if self.output == Output::Object && c.api_version() == self.served.info.api_version() {
+            // The common case: splice the cached encoding into the event line.
+            let mut buf = Vec::with_capacity(c.bytes.len() + 32);
+            buf.extend_from_slice(b"{\"type\":\"");
+            buf.extend_from_slice(kind.as_bytes());
+            buf.extend_from_slice(b"\",\"object\":");
+            buf.extend_from_slice(&c.bytes);
+            buf.extend_from_slice(b"}\n");
+            return buf;
+        }
+        let obj = c.object();
+        let obj = obj.as_ref();
         let object = match &self.output {
             Output::Object => present(&self.served, obj).into_owned(),
             Output::PartialMetadata { version } => partial_metadata(version, obj),
@@ -73,7 +85,7 @@ fn visible(filter: &Filter, ev: &CacheEvent) -> Option<&'static str> {
         Change::Added => now.then_some("ADDED"),
         Change::Deleted => now.then_some("DELETED"),
         Change::Modified => {
-            let before = ev.prev.as_deref().is_some_and(|p| filter.matches(p));
+            let before = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
             match (before, now) {
                 (true, true) => Some("MODIFIED"),
                 (false, true) => Some("ADDED"),
@@ -123,8 +135,8 @@ impl ApiServer {
                 self.cache.sync().await;
             }
             let (objects, sub) = self.cache.subscribe_with_state(&prefix);
-            for c in objects.iter().filter(|c| c.key.starts_with(prefix.as_str()) && filter.matches(&c.object)) {
-                first.push(enc.event("ADDED", &c.object));
+            for c in objects.iter().filter(|c| c.key.starts_with(prefix.as_str()) && filter.matches(c)) {
+                first.push(enc.event("ADDED", c));
             }
             if send_initial && bookmarks {
                 first.push(enc.bookmark(sub.after, true));

@@ -72,12 +72,12 @@ impl ApiServer {
         let dry_run = ctx.dry_run()?;
         let body = body_object(ctx)?;
         let name = ctx.path.name.clone().unwrap_or_default();
-        if let Some(body_name) = objects::name(&body) {
-            if body_name != name {
-                return Err(ApiError::bad_request(format!(
-                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
-                )));
-            }
+        if let Some(body_name) = objects::name(&body)
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
         }
         let precondition = objects::resource_version(&body).map(String::from);
         let manager = ctx.field_manager()?;
@@ -89,14 +89,15 @@ impl ApiServer {
                 }
                 return Err(ApiError::not_found(&ctx.served.info.group, &ctx.served.info.plural, &name));
             };
-            if let Some(rv) = &precondition {
-                if *rv != old.revision.to_string() {
-                    return Err(ApiError::stale(&ctx.served.info.group, &ctx.served.info.plural, &name));
-                }
+            if let Some(rv) = &precondition
+                && *rv != old.revision.to_string()
+            {
+                return Err(ApiError::stale(&ctx.served.info.group, &ctx.served.info.plural, &name));
             }
+            let old_object = old.object();
             let mut obj = body.clone();
-            let warnings = self.admit(ctx, &mut obj, Op::Update { old: &old.object, subresource }, validation)?;
-            strategy::track_fields(&ctx.served, Some(&old.object), &mut obj, &manager, subresource);
+            let warnings = self.admit(ctx, &mut obj, Op::Update { old: &old_object, subresource }, validation)?;
+            strategy::track_fields(&ctx.served, Some(&old_object), &mut obj, &manager, subresource);
             match self.store_update(ctx, &old, obj, dry_run).await {
                 Ok(stored) => return Ok(Reply { status: StatusCode::OK, body: present(ctx, &stored), warnings }),
                 Err(WriteError::Raced(now)) if precondition.is_none() => current = now,
@@ -148,15 +149,16 @@ impl ApiServer {
                 }
                 return Err(ApiError::not_found(&ctx.served.info.group, &ctx.served.info.plural, &name));
             };
-            if let Some(rv) = &precondition {
-                if *rv != old.revision.to_string() {
-                    return Err(ApiError::stale(&ctx.served.info.group, &ctx.served.info.plural, &name));
-                }
+            if let Some(rv) = &precondition
+                && *rv != old.revision.to_string()
+            {
+                return Err(ApiError::stale(&ctx.served.info.group, &ctx.served.info.plural, &name));
             }
-            let mut obj = crate::patch::apply_patch(&ctx.served, kind, &old.object, &patch, &manager, force)?;
-            let warnings = self.admit(ctx, &mut obj, Op::Update { old: &old.object, subresource }, validation)?;
+            let old_object = old.object();
+            let mut obj = crate::patch::apply_patch(&ctx.served, kind, &old_object, &patch, &manager, force)?;
+            let warnings = self.admit(ctx, &mut obj, Op::Update { old: &old_object, subresource }, validation)?;
             if kind != crate::patch::PatchKind::Apply {
-                strategy::track_fields(&ctx.served, Some(&old.object), &mut obj, &manager, subresource);
+                strategy::track_fields(&ctx.served, Some(&old_object), &mut obj, &manager, subresource);
             }
             match self.store_update(ctx, &old, obj, dry_run).await {
                 Ok(stored) => return Ok(Reply { status: StatusCode::OK, body: present(ctx, &stored), warnings }),
@@ -256,7 +258,7 @@ impl ApiServer {
         };
         match found {
             None => Err(ApiError::not_found("", "namespaces", ns)),
-            Some(c) if objects::is_deleting(&c.object) => {
+            Some(c) if c.is_deleting() => {
                 let mut e = ApiError::forbidden(format!(
                     "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
                     ctx.served.info.qualified_plural(),
@@ -291,7 +293,7 @@ impl ApiServer {
         }
         let bytes = encode(&obj);
         match self.store.create(&key, bytes).await {
-            Ok(kv) => Ok(self.after_write(kv).await),
+            Ok(kv) => Ok(self.after_write(kv, obj).await),
             Err(e) => {
                 self.release(&allocated).await;
                 Err(match e {
@@ -313,10 +315,11 @@ impl ApiServer {
     ) -> Result<Arc<Value>, WriteError> {
         let info = &ctx.served.info;
         set_resource_version(&mut obj, old.revision);
-        if unchanged(&obj, &old.object) {
-            return Ok(old.object.clone());
+        let old_object = old.object();
+        if unchanged(&obj, &old_object) {
+            return Ok(old_object);
         }
-        let allocated = self.allocate(&ctx.served, &mut obj, Some(&old.object), dry_run).await?;
+        let allocated = self.allocate(&ctx.served, &mut obj, Some(&old_object), dry_run).await?;
         if dry_run {
             return Ok(Arc::new(obj));
         }
@@ -335,7 +338,7 @@ impl ApiServer {
                     self.cache.wait_for(kv.mod_revision, std::time::Duration::from_secs(3)).await;
                     return Ok(Arc::new(gone));
                 }
-                Ok(self.after_write(kv).await)
+                Ok(self.after_write(kv, obj).await)
             }
             Err(StoreError::Conflict { current, .. }) => {
                 self.release(&allocated).await;
@@ -357,12 +360,10 @@ impl ApiServer {
     }
 
     /// Waits for the cache to see a write, so that the writer can read it back at once.
-    pub(crate) async fn after_write(&self, kv: kapal_store::KeyValue) -> Arc<Value> {
+    pub(crate) async fn after_write(&self, kv: kapal_store::KeyValue, mut written: Value) -> Arc<Value> {
         self.cache.wait_for(kv.mod_revision, std::time::Duration::from_secs(3)).await;
-        match decode(&kv) {
-            Some(c) => c.object,
-            None => Arc::new(Value::Null),
-        }
+        set_resource_version(&mut written, kv.mod_revision);
+        Arc::new(written)
     }
 }
 
