@@ -14,6 +14,7 @@ pub mod defaults;
 pub mod fields;
 pub mod merge;
 pub mod openapi;
+pub mod protobuf;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -181,6 +181,8 @@ const BUILTIN: &[Def] = &[
     def!("batch", "v1", "Job", "jobs", NS, [], ["all"], [STATUS], "io.k8s.api.batch.v1.Job"),
     def!("batch", "v1", "CronJob", "cronjobs", NS, ["cj"], ["all"], [STATUS], "io.k8s.api.batch.v1.CronJob"),
     def!("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", NS, ["hpa"], ["all"], [STATUS], "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler"),
+    // Served at v1 too (`kubectl autoscale` uses it), stored as v2 and converted.
+    def!("autoscaling", "v1", "HorizontalPodAutoscaler", "horizontalpodautoscalers", NS, ["hpa"], ["all"], [STATUS], "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler"),
     def!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", NS, [], [], [], "io.k8s.api.discovery.v1.EndpointSlice"),
     def!("coordination.k8s.io", "v1", "Lease", "leases", NS, [], [], [], "io.k8s.api.coordination.v1.Lease"),
     def!("events.k8s.io", "v1", "Event", "events", NS, ["ev"], [], [], "io.k8s.api.events.v1.Event"),

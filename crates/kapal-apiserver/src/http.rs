@@ -119,10 +119,24 @@ pub fn decode_body(content_type: &str, body: &[u8]) -> Result<Value, ApiError> {
     }
     match content_type {
         "application/yaml" | "application/apply-patch+yaml" => decode_yaml(body),
+        kapal_api::protobuf::CONTENT_TYPE => decode_protobuf(body),
         _ => serde_json::from_slice(body).or_else(|e| {
             if content_type.is_empty() { decode_yaml(body) } else { Err(ApiError::bad_request(json_error(&e))) }
         }),
     }
+}
+
+/// Kubernetes protobuf, which kubectl 1.32+ sends for its `create` generators.
+fn decode_protobuf(body: &[u8]) -> Result<Value, ApiError> {
+    use kapal_api::protobuf::ProtobufError;
+    kapal_api::protobuf::decode_object(body).map_err(|e| match e {
+        ProtobufError::UnknownKind { .. }
+        | ProtobufError::UnsupportedEncoding(_)
+        | ProtobufError::UnsupportedContentType(_) => {
+            ApiError::new(415, "UnsupportedMediaType", format!("the body of the request was in an unknown format: {e}"))
+        }
+        other => ApiError::bad_request(format!("the protobuf request body is malformed: {other}")),
+    })
 }
 
 fn decode_yaml(body: &[u8]) -> Result<Value, ApiError> {

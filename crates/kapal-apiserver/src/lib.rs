@@ -12,6 +12,7 @@ pub mod alloc;
 pub mod auth;
 mod bootstrap;
 pub mod cache;
+mod convert;
 mod crd;
 mod discovery;
 mod handlers;

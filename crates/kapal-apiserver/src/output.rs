@@ -62,14 +62,7 @@ pub fn negotiate(headers: &HeaderMap, query: &Query, _list: bool) -> Result<Outp
 
 /// The object as served at this resource's version (CRDs may store another version).
 pub fn present<'a>(served: &Served, obj: &'a Value) -> std::borrow::Cow<'a, Value> {
-    let want = served.info.api_version();
-    if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str()) {
-        std::borrow::Cow::Borrowed(obj)
-    } else {
-        let mut o = obj.clone();
-        o["apiVersion"] = Value::String(want);
-        std::borrow::Cow::Owned(o)
-    }
+    crate::convert::from_storage(served, obj)
 }
 
 /// `PartialObjectMetadata` of an object.

@@ -66,9 +66,21 @@ pub fn normalize(served: &Served, obj: &mut Value) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Kinds whose `metadata.generation` tracks spec changes.
+/// Kinds whose `metadata.generation` tracks spec changes: the ones whose upstream strategy
+/// sets it (workloads, autoscalers, policies, CRDs and all custom resources).
 pub fn tracks_generation(served: &Served) -> bool {
-    served.is_custom() || served.info.has_status() || matches!(gk(served), ("", "PodTemplate"))
+    served.is_custom()
+        || matches!(
+            gk(served),
+            ("apps", "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet")
+                | ("batch", "Job" | "CronJob")
+                | ("autoscaling", "HorizontalPodAutoscaler")
+                | ("policy", "PodDisruptionBudget")
+                | ("networking.k8s.io", "NetworkPolicy" | "Ingress" | "IngressClass")
+                | ("discovery.k8s.io", "EndpointSlice")
+                | ("apiextensions.k8s.io", "CustomResourceDefinition")
+                | ("", "ReplicationController")
+        )
 }
 
 /// Create-time preparation: the status a client may not set, and server-set fields.
@@ -183,9 +195,23 @@ pub fn validate(served: &Served, obj: &Value, old: Option<&Value>) -> Vec<Cause>
     causes
 }
 
+/// The type graph of the stored version (what managed fields are tracked against).
+fn storage_schema(served: &Served) -> Arc<TypeSchema> {
+    if !served.is_custom() && crate::convert::converts(served) {
+        let storage = crate::convert::storage_api_version(served);
+        let (group, version) = kapal_api::registry::split_api_version(&storage);
+        if let Some(info) = kapal_api::registry::builtin_by_kind(group, version, &served.info.kind)
+            && let Some(schema) = info.schema_name.as_deref().and_then(kapal_api::schema::builtin_schema)
+        {
+            return schema;
+        }
+    }
+    merge_schema(served)
+}
+
 /// Records a non-apply write in `metadata.managedFields`.
 pub fn track_fields(served: &Served, old: Option<&Value>, obj: &mut Value, manager: &str, subresource: Option<&str>) {
-    let schema = merge_schema(served);
+    let schema = storage_schema(served);
     let now = objects::now_rfc3339();
     kapal_api::merge::track_update(old, obj, manager, subresource, &schema, &now);
 }

@@ -33,6 +33,9 @@ pub fn normalize(schema_name: &str, obj: &Value) -> Result<Option<Value>, String
         "io.k8s.api.apps.v1.ControllerRevision" => roundtrip::<api::apps::v1::ControllerRevision>(obj),
         "io.k8s.api.batch.v1.Job" => roundtrip::<api::batch::v1::Job>(obj),
         "io.k8s.api.batch.v1.CronJob" => roundtrip::<api::batch::v1::CronJob>(obj),
+        "io.k8s.api.autoscaling.v1.HorizontalPodAutoscaler" => {
+            roundtrip::<api::autoscaling::v1::HorizontalPodAutoscaler>(obj)
+        }
         "io.k8s.api.autoscaling.v2.HorizontalPodAutoscaler" => {
             roundtrip::<api::autoscaling::v2::HorizontalPodAutoscaler>(obj)
         }

@@ -327,3 +327,29 @@ async fn unauthenticated_requests_get_401() {
         assert_eq!(String::from_utf8_lossy(&out.stdout), "200");
     }
 }
+
+#[tokio::test]
+async fn autoscalers_are_served_at_v1_and_v2_from_one_store() {
+    use k8s_openapi::api::autoscaling::{v1, v2};
+    let s = server().await;
+    let v1_api: Api<v1::HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), "default");
+    let v2_api: Api<v2::HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), "default");
+    let hpa: v1::HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"}, "maxReplicas": 5, "targetCPUUtilizationPercentage": 50}
+    }))
+    .unwrap();
+    let created = v1_api.create(&PostParams::default(), &hpa).await.unwrap();
+    assert_eq!(created.spec.unwrap().target_cpu_utilization_percentage, Some(50));
+    let as_v2 = v2_api.get("web").await.unwrap();
+    let metric = &as_v2.spec.unwrap().metrics.unwrap()[0];
+    assert_eq!(metric.resource.as_ref().unwrap().target.average_utilization, Some(50));
+    v1_api
+        .patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"targetCPUUtilizationPercentage": 70}})))
+        .await
+        .unwrap();
+    let listed = v2_api.list(&ListParams::default()).await.unwrap();
+    let spec = listed.items[0].spec.clone().unwrap();
+    assert_eq!(spec.metrics.unwrap()[0].resource.as_ref().unwrap().target.average_utilization, Some(70));
+    assert_eq!(spec.min_replicas, Some(1), "defaulted as v2");
+}

@@ -251,6 +251,10 @@ fn deployment_scale_and_secret() {
         assert_eq!(c.ok(k, &["get", "deploy", &name, "-o", "jsonpath={.spec.replicas}"]), "3");
         let scale = c.ok(k, &["get", "--raw", &format!("/apis/apps/v1/namespaces/default/deployments/{name}/scale")]);
         assert!(scale.contains("\"replicas\":3"), "{scale}");
+        let out = c.ok(k, &["autoscale", "deployment", &name, "--max=5", "--cpu-percent=50"]);
+        assert!(out.contains("autoscaled"), "{out}");
+        let hpa = c.ok(k, &["get", "hpa", &name]);
+        assert!(hpa.contains("TARGETS") && hpa.contains("50%") && hpa.contains(&format!("Deployment/{name}")), "{hpa}");
         let secret = format!("s{i}");
         c.ok(k, &["create", "secret", "generic", &secret, "--from-literal=password=hunter2"]);
         let data = c.ok(k, &["get", "secret", &secret, "-o", "jsonpath={.data.password}"]);

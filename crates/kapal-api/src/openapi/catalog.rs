@@ -88,6 +88,7 @@ fn roots() -> Vec<Root> {
         kind::<api::batch::v1::Job>("batch", "v1", "Job"),
         kind::<api::batch::v1::CronJob>("batch", "v1", "CronJob"),
         kind::<api::autoscaling::v2::HorizontalPodAutoscaler>("autoscaling", "v2", "HorizontalPodAutoscaler"),
+        kind::<api::autoscaling::v1::HorizontalPodAutoscaler>("autoscaling", "v1", "HorizontalPodAutoscaler"),
         kind::<api::autoscaling::v1::Scale>("autoscaling", "v1", "Scale"),
         kind::<api::discovery::v1::EndpointSlice>("discovery.k8s.io", "v1", "EndpointSlice"),
         kind::<api::coordination::v1::Lease>("coordination.k8s.io", "v1", "Lease"),

@@ -81,6 +81,7 @@ const ROOTS: &[Root] = {
         SchemaGenerator::subschema_for::<batch::CronJob>,
         SchemaGenerator::subschema_for::<api::autoscaling::v1::Scale>,
         SchemaGenerator::subschema_for::<api::autoscaling::v2::HorizontalPodAutoscaler>,
+        SchemaGenerator::subschema_for::<api::autoscaling::v1::HorizontalPodAutoscaler>,
         SchemaGenerator::subschema_for::<api::discovery::v1::EndpointSlice>,
         SchemaGenerator::subschema_for::<api::coordination::v1::Lease>,
         SchemaGenerator::subschema_for::<api::events::v1::Event>,

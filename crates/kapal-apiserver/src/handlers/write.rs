@@ -155,7 +155,8 @@ impl ApiServer {
                 return Err(ApiError::stale(&ctx.served.info.group, &ctx.served.info.plural, &name));
             }
             let old_object = old.object();
-            let mut obj = crate::patch::apply_patch(&ctx.served, kind, &old_object, &patch, &manager, force)?;
+            let served_view = crate::convert::from_storage(&ctx.served, &old_object);
+            let mut obj = crate::patch::apply_patch(&ctx.served, kind, &served_view, &patch, &manager, force)?;
             let warnings = self.admit(ctx, &mut obj, Op::Update { old: &old_object, subresource }, validation)?;
             if kind != crate::patch::PatchKind::Apply {
                 strategy::track_fields(&ctx.served, Some(&old_object), &mut obj, &manager, subresource);
@@ -221,6 +222,13 @@ impl ApiServer {
             }
         }
         strategy::normalize(served, obj)?;
+        if crate::convert::converts(served) {
+            let old = match op {
+                Op::Update { old, .. } => Some(old),
+                Op::Create => None,
+            };
+            *obj = crate::convert::to_storage(served, std::mem::take(obj), old);
+        }
         let namespace = ctx.namespace().map(String::from);
         set_namespace(ctx, obj, namespace.as_deref())?;
         match op {
@@ -402,8 +410,12 @@ fn check_size(ctx: &Ctx) -> Result<(), ApiError> {
 pub(crate) fn body_object(ctx: &Ctx) -> Result<Value, ApiError> {
     check_size(ctx)?;
     let ct = content_type(&ctx.headers);
-    if !matches!(ct.as_str(), "" | "application/json" | "application/yaml" | "*/*") {
-        return Err(ApiError::unsupported_media_type(&ct, &["application/json", "application/yaml"]));
+    if !matches!(ct.as_str(), "" | "application/json" | "application/yaml" | "*/*" | kapal_api::protobuf::CONTENT_TYPE)
+    {
+        return Err(ApiError::unsupported_media_type(
+            &ct,
+            &["application/json", "application/yaml", kapal_api::protobuf::CONTENT_TYPE],
+        ));
     }
     let v = decode_body(&ct, &ctx.body)?;
     if !v.is_object() {
