@@ -196,7 +196,7 @@ fn tables_and_output_formats() {
 #[test]
 fn watch_and_pagination() {
     let c = Cluster::start();
-    for k in kubectls() {
+    for (i, k) in kubectls().into_iter().enumerate() {
         let watcher = {
             let kubeconfig = c.kubeconfig.clone();
             let k = k.clone();
@@ -210,7 +210,7 @@ fn watch_and_pagination() {
             })
         };
         std::thread::sleep(std::time::Duration::from_secs(2));
-        let name = format!("w{}", k.display().to_string().len());
+        let name = format!("w{i}");
         c.ok(&k, &["create", "cm", &name, "--from-literal=a=1"]);
         let out = watcher.join().expect("watcher").expect("kubectl -w");
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("configmap/{name}")), "{out:?}");
