@@ -25,6 +25,15 @@ impl Gvk {
     }
 }
 
+/// The group a resource's objects are stored under (`core` for the core group). Events of
+/// events.k8s.io are core Events seen through another schema, as upstream stores them.
+pub fn storage_group<'a>(group: &'a str, plural: &str) -> &'a str {
+    match (group, plural) {
+        ("", _) | ("events.k8s.io", "events") => "core",
+        (g, _) => g,
+    }
+}
+
 /// `v1` for the core group, `group/version` for others.
 pub fn api_version(group: &str, version: &str) -> String {
     if group.is_empty() { version.to_string() } else { format!("{group}/{version}") }
@@ -99,9 +108,10 @@ impl ResourceInfo {
     }
 
     /// The storage key prefix of this resource: `/registry/<group>/<plural>/`.
-    /// All versions of a resource share one prefix.
+    /// All versions of a resource share one prefix, and a resource served in two groups
+    /// (events) is stored once, under the group that stores it.
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = storage_group(&self.group, &self.plural);
         format!("/registry/{group}/{}/", self.plural)
     }
 
@@ -255,6 +265,8 @@ mod tests {
         assert_eq!(pods.namespace_prefix(Some("a")), "/registry/core/pods/a/");
         let ns = builtin("", "v1", "namespaces").unwrap();
         assert_eq!(ns.key(None, "kube-system"), "/registry/core/namespaces/kube-system");
+        let events = builtin("events.k8s.io", "v1", "events").unwrap();
+        assert_eq!(events.key(Some("ns"), "e"), "/registry/core/events/ns/e");
         let deploy = builtin("apps", "v1", "deployments").unwrap();
         assert_eq!(deploy.qualified_plural(), "deployments.apps");
         assert_eq!(deploy.subresource("scale").unwrap().kind, Gvk::new("autoscaling", "v1", "Scale"));

@@ -12,22 +12,35 @@ use crate::resources::Served;
 
 const HPA_V1: &str = "autoscaling/v1";
 const HPA_V2: &str = "autoscaling/v2";
+const EVENTS_V1: &str = "events.k8s.io/v1";
 
 fn is_hpa(served: &Served) -> bool {
     !served.is_custom() && served.info.group == "autoscaling" && served.info.kind == "HorizontalPodAutoscaler"
 }
 
-/// The `apiVersion` objects of this resource are stored at.
-pub fn storage_api_version(served: &Served) -> String {
+fn is_new_event(served: &Served) -> bool {
+    !served.is_custom() && served.info.group == "events.k8s.io" && served.info.kind == "Event"
+}
+
+/// The group, version and kind objects of this resource are stored as.
+pub fn storage_gvk(served: &Served) -> (String, String, String) {
+    let info = &served.info;
     if is_hpa(served) {
-        return HPA_V2.to_string();
+        return ("autoscaling".into(), "v2".into(), info.kind.clone());
+    }
+    if is_new_event(served) {
+        return (String::new(), "v1".into(), "Event".into());
     }
     match &served.custom {
-        Some(c) if !c.storage_version.is_empty() => {
-            kapal_api::registry::api_version(&served.info.group, &c.storage_version)
-        }
-        _ => served.info.api_version(),
+        Some(c) if !c.storage_version.is_empty() => (info.group.clone(), c.storage_version.clone(), info.kind.clone()),
+        _ => (info.group.clone(), info.version.clone(), info.kind.clone()),
     }
+}
+
+/// The `apiVersion` objects of this resource are stored at.
+pub fn storage_api_version(served: &Served) -> String {
+    let (group, version, _) = storage_gvk(served);
+    kapal_api::registry::api_version(&group, &version)
 }
 
 /// Whether objects of this resource need converting between the request and the store.
@@ -44,6 +57,9 @@ pub fn from_storage<'a>(served: &Served, obj: &'a Value) -> Cow<'a, Value> {
     if is_hpa(served) && want == HPA_V1 {
         return Cow::Owned(hpa_v2_to_v1(obj));
     }
+    if is_new_event(served) {
+        return Cow::Owned(rename_event(obj, EVENTS_V1, EVENT_FIELDS.iter().map(|(core, new)| (*core, *new))));
+    }
     let mut o = obj.clone();
     o["apiVersion"] = Value::String(want);
     Cow::Owned(o)
@@ -59,9 +75,35 @@ pub fn to_storage(served: &Served, obj: Value, old: Option<&Value>) -> Value {
     if is_hpa(served) && target == HPA_V2 {
         return hpa_v1_to_v2(&obj, old);
     }
+    if is_new_event(served) {
+        return rename_event(&obj, "v1", EVENT_FIELDS.iter().map(|(core, new)| (*new, *core)));
+    }
     let mut o = obj;
     o["apiVersion"] = Value::String(target);
     o
+}
+
+/// core/v1 Event fields and their events.k8s.io/v1 names; the rest are the same in both.
+const EVENT_FIELDS: &[(&str, &str)] = &[
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("source", "deprecatedSource"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("count", "deprecatedCount"),
+];
+
+fn rename_event<'a>(obj: &Value, api_version: &str, renames: impl Iterator<Item = (&'a str, &'a str)>) -> Value {
+    let mut out = obj.as_object().cloned().unwrap_or_default();
+    for (from, to) in renames {
+        if let Some(v) = out.remove(from) {
+            out.insert(to.to_string(), v);
+        }
+    }
+    out.insert("apiVersion".into(), json!(api_version));
+    out.insert("kind".into(), json!("Event"));
+    Value::Object(out)
 }
 
 fn cpu_utilization(metrics: Option<&Value>, field: &str) -> Option<Value> {
@@ -193,7 +235,23 @@ mod tests {
         let shown = from_storage(v1, &stored);
         assert_eq!(shown["spec"], request["spec"]);
         let v2 = snap.get("autoscaling", "v2", "horizontalpodautoscalers").unwrap();
+        assert_eq!(storage_gvk(v1), ("autoscaling".into(), "v2".into(), "HorizontalPodAutoscaler".into()));
         assert!(!converts(v2));
         assert!(matches!(from_storage(v2, &stored), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn events_are_core_events_under_other_names() {
+        let resources = Resources::new();
+        let snap = resources.snapshot();
+        let new = snap.get("events.k8s.io", "v1", "events").unwrap();
+        let request = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event", "metadata": {"name": "e"},
+            "regarding": {"kind": "Pod", "name": "p"}, "note": "pulled", "reason": "Pulled", "reportingController": "kapal"});
+        let stored = to_storage(new, request.clone(), None);
+        assert_eq!(stored["apiVersion"], "v1");
+        assert_eq!(stored["involvedObject"]["name"], "p");
+        assert_eq!(stored["message"], "pulled");
+        assert_eq!(stored["reportingComponent"], "kapal");
+        assert_eq!(from_storage(new, &stored).into_owned(), request);
     }
 }

@@ -105,11 +105,15 @@ pub fn single(served: &Served, output: &Output, c: &Cached) -> Vec<u8> {
     }
 }
 
-/// The column definitions of a resource.
+/// The column definitions of a resource. Built-in kinds print like their stored kind, as
+/// upstream's printers work on the internal type whatever version was asked for.
 pub fn columns(served: &Served) -> Vec<Value> {
     match &served.custom {
         Some(custom) => kapal_api::table::crd_columns(&custom.printer_columns),
-        None => kapal_api::table::columns(&served.info.group, &served.info.kind),
+        None => {
+            let (group, _, kind) = crate::convert::storage_gvk(served);
+            kapal_api::table::columns(&group, &kind)
+        }
     }
 }
 
@@ -117,7 +121,10 @@ pub fn columns(served: &Served) -> Vec<Value> {
 pub fn row(served: &Served, include: IncludeObject, version: &str, obj: &Value, now: jiff::Timestamp) -> Value {
     let cells = match &served.custom {
         Some(custom) => kapal_api::table::crd_cells(&custom.printer_columns, obj, now),
-        None => kapal_api::table::cells(&served.info.group, &served.info.kind, obj, now),
+        None => {
+            let (group, _, kind) = crate::convert::storage_gvk(served);
+            kapal_api::table::cells(&group, &kind, obj, now)
+        }
     };
     let mut row = Map::new();
     row.insert("cells".into(), Value::Array(cells));

@@ -198,9 +198,8 @@ pub fn validate(served: &Served, obj: &Value, old: Option<&Value>) -> Vec<Cause>
 /// The type graph of the stored version (what managed fields are tracked against).
 fn storage_schema(served: &Served) -> Arc<TypeSchema> {
     if !served.is_custom() && crate::convert::converts(served) {
-        let storage = crate::convert::storage_api_version(served);
-        let (group, version) = kapal_api::registry::split_api_version(&storage);
-        if let Some(info) = kapal_api::registry::builtin_by_kind(group, version, &served.info.kind)
+        let (group, version, kind) = crate::convert::storage_gvk(served);
+        if let Some(info) = kapal_api::registry::builtin_by_kind(&group, &version, &kind)
             && let Some(schema) = info.schema_name.as_deref().and_then(kapal_api::schema::builtin_schema)
         {
             return schema;

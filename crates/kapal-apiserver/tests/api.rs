@@ -353,3 +353,30 @@ async fn autoscalers_are_served_at_v1_and_v2_from_one_store() {
     assert_eq!(spec.metrics.unwrap()[0].resource.as_ref().unwrap().target.average_utilization, Some(70));
     assert_eq!(spec.min_replicas, Some(1), "defaulted as v2");
 }
+
+#[tokio::test]
+async fn events_written_as_events_k8s_io_are_core_events_too() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let s = server().await;
+    let new_api: Api<Event> = Api::namespaced(s.client.clone(), "default");
+    let core_api: Api<CoreEvent> = Api::namespaced(s.client.clone(), "default");
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"name": "web.1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "regarding": {"kind": "Pod", "namespace": "default", "name": "web"},
+        "reason": "Pulled", "note": "image pulled", "type": "Normal", "action": "Pull",
+        "reportingController": "kapal/agent", "reportingInstance": "node-1"
+    }))
+    .unwrap();
+    let created = new_api.create(&PostParams::default(), &ev).await.unwrap();
+    assert_eq!(created.note.as_deref(), Some("image pulled"));
+    // kubectl describe reads core/v1 events by the involved object.
+    let listed = core_api.list(&ListParams::default().fields("involvedObject.name=web")).await.unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let core = &listed.items[0];
+    assert_eq!(core.message.as_deref(), Some("image pulled"));
+    assert_eq!(core.involved_object.kind.as_deref(), Some("Pod"));
+    assert_eq!(core.reporting_component.as_deref(), Some("kapal/agent"));
+    assert_eq!(new_api.list(&ListParams::default()).await.unwrap().items[0].reason.as_deref(), Some("Pulled"));
+}

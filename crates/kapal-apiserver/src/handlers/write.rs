@@ -12,6 +12,7 @@ use crate::ApiServer;
 use crate::cache::{Cached, decode, set_resource_version};
 use crate::http::{MAX_BODY, content_type, decode_body};
 use crate::objects;
+use crate::resources::Served;
 use crate::strategy;
 
 /// `fieldValidation`: what to do about unknown or duplicate fields.
@@ -229,6 +230,9 @@ impl ApiServer {
             };
             *obj = crate::convert::to_storage(served, std::mem::take(obj), old);
         }
+        // From here on the object is in its stored form, and the stored kind's rules apply.
+        let storage = self.storage_served(served);
+        let served = &storage;
         let namespace = ctx.namespace().map(String::from);
         set_namespace(ctx, obj, namespace.as_deref())?;
         match op {
@@ -251,6 +255,15 @@ impl ApiServer {
             return Err(ApiError::invalid(&info.group, &info.kind, &name, causes));
         }
         Ok(warnings)
+    }
+
+    /// The resource objects of `served` are stored as (itself unless it converts).
+    pub(crate) fn storage_served(&self, served: &Arc<Served>) -> Arc<Served> {
+        if served.is_custom() || !crate::convert::converts(served) {
+            return served.clone();
+        }
+        let (group, version, kind) = crate::convert::storage_gvk(served);
+        self.resources.snapshot().by_kind(&group, &version, &kind).cloned().unwrap_or_else(|| served.clone())
     }
 
     /// Namespaced objects may only be created in a namespace that exists and is not terminating.
