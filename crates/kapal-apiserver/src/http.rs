@@ -50,7 +50,11 @@ impl Query {
 }
 
 fn form_decode(s: &str) -> String {
-    let s = s.replace('+', " ");
+    percent_decode(&s.replace('+', " "))
+}
+
+/// Decodes `%XX` escapes; malformed escapes are kept as they are.
+pub fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -35,7 +35,7 @@ pub enum Route {
 /// Parses a request path. Segments are percent-decoded.
 pub fn parse(path: &str) -> Route {
     let segments: Vec<String> =
-        path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(percent_decode).collect();
+        path.trim_matches('/').split('/').filter(|s| !s.is_empty()).map(crate::http::percent_decode).collect();
     let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segs.as_slice() {
         ["api"] => Route::RootDiscovery { core: true },
@@ -81,25 +81,6 @@ fn resource(group: &str, version: &str, rest: &[&str]) -> Route {
         _ => return Route::Other,
     }
     Route::Resource(p)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Some(b) = s.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -133,19 +133,7 @@ impl ApiServer {
             }
             return Ok(self.list_from_cache(&prefix, Some(&cont.start), limit, filter));
         }
-        match ctx.query.get("resourceVersion") {
-            None | Some("") => {
-                self.cache.sync().await;
-            }
-            Some("0") => {}
-            Some(rv) => {
-                let rv: i64 =
-                    rv.parse().map_err(|_| ApiError::bad_request(format!("invalid resource version {rv:?}")))?;
-                if !self.cache.wait_for(rv, std::time::Duration::from_secs(3)).await {
-                    return Err(too_large_rv(rv, self.cache.revision()));
-                }
-            }
-        }
+        self.catch_up(ctx).await?;
         Ok(self.list_from_cache(&prefix, None, limit, filter))
     }
 

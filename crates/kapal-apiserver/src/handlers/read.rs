@@ -23,6 +23,13 @@ impl ApiServer {
 
     /// Reads the object a named request addresses, honouring `resourceVersion` semantics.
     pub(crate) async fn read_object(&self, ctx: &Ctx) -> Result<Cached, ApiError> {
+        self.catch_up(ctx).await?;
+        self.cached(ctx)
+    }
+
+    /// Waits until the cache is fresh enough for a read's `resourceVersion`: unset means the
+    /// latest (a consistent read), `0` anything, `N` at least N (504 if it never comes).
+    pub(crate) async fn catch_up(&self, ctx: &Ctx) -> Result<(), ApiError> {
         match ctx.query.get("resourceVersion") {
             None | Some("") => {
                 self.cache.sync().await;
@@ -36,7 +43,7 @@ impl ApiServer {
                 }
             }
         }
-        self.cached(ctx)
+        Ok(())
     }
 
     /// The cached object a named request addresses, or 404.
