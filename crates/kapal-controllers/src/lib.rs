@@ -4,6 +4,7 @@
 //! what the API says should be with what is, and acts on the difference. Each controller is one
 //! module named after the resource it reconciles.
 
+pub mod leader;
 pub mod namespace;
 
 use kube::Client;

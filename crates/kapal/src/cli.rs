@@ -103,11 +103,10 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     if !args.disable_controllers {
         let client = loopback_client(&running).await?;
-        tokio::spawn(async move {
-            if let Err(e) = kapal_controllers::run(client).await {
-                tracing::error!(error = %e, "controllers stopped");
-            }
-        });
+        // Stable across restarts, so a restarted server resumes leading at once.
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let identity = format!("{}_{}", host.trim(), running.addr.port());
+        tokio::spawn(run_controllers(client, identity));
     }
     if up {
         eprintln!(
@@ -120,6 +119,25 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     running.shutdown();
     tracing::info!("shutting down");
     Ok(())
+}
+
+/// Runs the controllers while this server holds the controller-manager Lease, so that several
+/// servers on one store run one set of controllers.
+async fn run_controllers(client: kube::Client, identity: String) {
+    use kapal_controllers::leader::{LeaderElector, Timing};
+    let leases = kube::Api::namespaced(client.clone(), "kube-system");
+    let mut elector = LeaderElector::new(leases, "kapal-controller-manager", &identity, Timing::default());
+    loop {
+        let client = client.clone();
+        elector
+            .run(|| async move {
+                if let Err(e) = kapal_controllers::run(client).await {
+                    tracing::error!(error = %e, "controllers stopped");
+                }
+            })
+            .await;
+        tracing::info!("controllers are not leading; campaigning again");
+    }
 }
 
 /// A kube client for in-process controllers, talking to the server over loopback HTTPS.
