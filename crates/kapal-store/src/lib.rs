@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 
+pub mod etcd;
 pub mod sqlite;
 
 /// A store revision. Revision 0 means "before anything was written".

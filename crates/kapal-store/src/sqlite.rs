@@ -290,12 +290,25 @@ impl Writer {
         let start_rev = self.shared.revision.load(Ordering::SeqCst);
         let mut rev = start_rev;
         let mut applied = Vec::with_capacity(batch.len());
+        let mut compacted = self.shared.compacted.load(Ordering::SeqCst);
         let outcome = (|| -> rusqlite::Result<()> {
-            let tx = self.conn.transaction()?;
+            let mut tx = self.conn.transaction()?;
             for req in batch {
-                let (result, event) = match apply_op(&tx, &req.op, &mut rev, &self.shared) {
-                    Ok(pair) => pair,
-                    Err(e) => (Err(sql_error(e)), None),
+                // Each write in its own savepoint: one that fails half-way leaves nothing behind
+                // and uses no revision, while the rest of the batch still commits.
+                let before = (rev, compacted);
+                let mut sp = tx.savepoint()?;
+                let (result, event) = match apply_op(&sp, &req.op, &mut rev, &mut compacted) {
+                    Ok(pair) => {
+                        sp.commit()?;
+                        pair
+                    }
+                    Err(e) => {
+                        sp.rollback()?;
+                        drop(sp);
+                        (rev, compacted) = before;
+                        (Err(sql_error(e)), None)
+                    }
                 };
                 applied.push(Applied { reply: req.reply, result, event });
             }
@@ -306,6 +319,8 @@ impl Writer {
         })();
         match outcome {
             Ok(()) => {
+                // Only a committed compaction may make readers refuse old revisions.
+                self.shared.compacted.store(compacted, Ordering::SeqCst);
                 self.shared.revision.store(rev, Ordering::SeqCst);
                 for a in applied {
                     if let Some(ev) = a.event {
@@ -329,10 +344,10 @@ impl Writer {
 type OpOutcome = (Result<KeyValue>, Option<Event>);
 
 fn apply_op(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Savepoint<'_>,
     op: &Op,
     rev: &mut Revision,
-    shared: &Shared,
+    compacted: &mut Revision,
 ) -> rusqlite::Result<OpOutcome> {
     match op {
         Op::Create { key, value } => {
@@ -368,11 +383,10 @@ fn apply_op(
             Ok((Ok(kv.clone()), Some(Event { kind: EventKind::Delete, kv })))
         }
         Op::Compact { revision } => {
-            let compacted = shared.compacted.load(Ordering::SeqCst);
             let target = (*revision).min(*rev);
-            if target > compacted {
-                compact(tx, compacted, target)?;
-                shared.compacted.store(target, Ordering::SeqCst);
+            if target > *compacted {
+                compact(tx, *compacted, target)?;
+                *compacted = target;
             }
             let kv =
                 KeyValue { key: String::new(), value: Arc::from(&[][..]), create_revision: 0, mod_revision: target };
@@ -382,7 +396,7 @@ fn apply_op(
 }
 
 fn insert(
-    tx: &rusqlite::Transaction<'_>,
+    tx: &rusqlite::Savepoint<'_>,
     key: &str,
     value: &[u8],
     rev: Revision,
@@ -407,7 +421,7 @@ fn insert(
 
 /// Removes rows superseded at or before `target`, and tombstones at or before it.
 /// Incremental: only rows written after the previous compaction can supersede anything new.
-fn compact(tx: &rusqlite::Transaction<'_>, from: Revision, target: Revision) -> rusqlite::Result<()> {
+fn compact(tx: &rusqlite::Savepoint<'_>, from: Revision, target: Revision) -> rusqlite::Result<()> {
     tx.execute(
         "DELETE FROM kv WHERE rev IN (SELECT prev_rev FROM kv WHERE rev > ?1 AND rev <= ?2 AND prev_rev > 0)",
         params![from, target],
@@ -442,18 +456,26 @@ impl Store for SqliteStore {
             }
         }
         let prefix = prefix.to_string();
-        let start = start_after.map(|s| format!("{s}\0")).unwrap_or_else(|| prefix.clone());
+        // The range starts at the prefix, or after `start_after` when that is later.
+        let start = match start_after.map(|s| format!("{s}\0")) {
+            Some(after) if after > prefix => after,
+            _ => prefix.clone(),
+        };
         let end = prefix_end(&prefix);
         let read_rev = revision.unwrap_or(i64::MAX);
         let (items, remaining, at) = self
             .read(move |conn| {
-                // Pin a read snapshot so the rows and the revision agree.
-                conn.execute_batch("BEGIN")?;
-                let result = list_rows(conn, &start, &end, limit, read_rev);
-                conn.execute_batch("COMMIT")?;
-                result
+                // One read snapshot: the rows, the revision and the compaction state agree.
+                let tx = conn.unchecked_transaction()?;
+                if let Some(r) = revision {
+                    let compacted = snapshot_compacted(&tx)?;
+                    if r < compacted {
+                        return Ok(Err(StoreError::Compacted { requested: r, compacted }));
+                    }
+                }
+                Ok(Ok(list_rows(&tx, &start, &end, limit, read_rev)?))
             })
-            .await?;
+            .await??;
         let revision = revision.unwrap_or(at);
         Ok(ListPage { items, revision, remaining })
     }
@@ -484,7 +506,17 @@ impl Store for SqliteStore {
         }
         let history = {
             let (start, end) = (prefix.to_string(), prefix_end(prefix));
-            self.read(move |conn| history_rows(conn, &start, &end, after)).await?
+            self.read(move |conn| {
+                // A compaction may have committed since the check above: look again inside the
+                // snapshot the history is read from, so a watch never starts with a gap.
+                let tx = conn.unchecked_transaction()?;
+                let compacted = snapshot_compacted(&tx)?;
+                if after < compacted {
+                    return Ok(Err(StoreError::Compacted { requested: after, compacted }));
+                }
+                Ok(Ok(history_rows(&tx, &start, &end, after)?))
+            })
+            .await??
         };
         let mut last = history.last().map_or(after, |e| e.kv.mod_revision);
         let prefix = prefix.to_string();
@@ -538,6 +570,10 @@ where
 
 type Rows = (Vec<KeyValue>, usize, Revision);
 
+fn snapshot_compacted(conn: &Connection) -> rusqlite::Result<Revision> {
+    conn.query_row("SELECT value FROM meta WHERE name = 'compacted'", [], |r| r.get(0))
+}
+
 fn list_rows(conn: &Connection, start: &str, end: &str, limit: usize, at: Revision) -> rusqlite::Result<Rows> {
     let now: Revision = conn.query_row("SELECT COALESCE(MAX(rev), 0) FROM kv", [], |r| r.get(0))?;
     let now = now.max(conn.query_row("SELECT value FROM meta WHERE name = 'revision'", [], |r| r.get(0))?);
@@ -560,13 +596,20 @@ fn list_rows(conn: &Connection, start: &str, end: &str, limit: usize, at: Revisi
     if limit > 0 && items.len() > limit {
         items.truncate(limit);
         let last = items.last().map(|kv| format!("{}\0", kv.key)).unwrap_or_default();
-        remaining = if at >= now {
+        let count: i64 = if at >= now {
             conn.query_row("SELECT COUNT(*) FROM current WHERE key >= ?1 AND key < ?2", params![last, end], |r| {
-                r.get::<_, i64>(0)
-            })? as usize
+                r.get(0)
+            })?
         } else {
-            1
+            conn.query_row(
+                "SELECT COUNT(*) FROM kv JOIN (SELECT MAX(rev) AS r FROM kv
+                     WHERE key >= ?1 AND key < ?2 AND rev <= ?3 GROUP BY key) latest ON kv.rev = latest.r
+                 WHERE kv.deleted = 0",
+                params![last, end, at],
+                |r| r.get(0),
+            )?
         };
+        remaining = count as usize;
     }
     Ok((items, remaining, now))
 }
