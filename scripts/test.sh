@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Runs every Kapal test. Installs what the tests need first, when it is missing:
-# curl (Debian package) and the official Python Kubernetes client (PyPI).
+# Runs every Kapal test. Installs what the build and tests need first, when it is missing:
+# protoc (Debian protobuf-compiler, for etcd-client), etcd (etcd-server), curl, and the official
+# Python Kubernetes client (PyPI).
 # Real kubectl is taken from /usr/bin/kubectl and /usr/lib/google-cloud-sdk/bin/kubectl.1.NN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
+command -v protoc >/dev/null || missing+=(protobuf-compiler)
+[ -x /usr/bin/etcd ] || missing+=(etcd-server)
 command -v curl >/dev/null || missing+=(curl)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if ((${#missing[@]})); then

@@ -74,6 +74,15 @@ pub struct Config {
     pub tls_sans: Vec<String>,
     /// Watch events kept for resuming watches; older resourceVersions get 410 Gone.
     pub watch_cache_history: usize,
+    /// `etcd://h1:2379,h2:2379` (or `http(s)://…`) to keep state in etcd; `sqlite://PATH` or
+    /// none for the embedded store under the data dir.
+    pub datastore_endpoint: Option<String>,
+    /// TLS files for an `https://` etcd.
+    pub datastore_cafile: Option<PathBuf>,
+    pub datastore_certfile: Option<PathBuf>,
+    pub datastore_keyfile: Option<PathBuf>,
+    /// Key prefix in etcd (`/registry` by default).
+    pub etcd_prefix: Option<String>,
 }
 
 impl Config {
@@ -89,6 +98,11 @@ impl Config {
             service_cidr: "10.43.0.0/16".into(),
             tls_sans: Vec::new(),
             watch_cache_history: cache::DEFAULT_HISTORY,
+            datastore_endpoint: None,
+            datastore_cafile: None,
+            datastore_certfile: None,
+            datastore_keyfile: None,
+            etcd_prefix: None,
         }
     }
 }

@@ -72,11 +72,9 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let service_cidr = ServiceCidr::parse(&config.service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
-    let db_dir = config.data_dir.join("db");
-    std::fs::create_dir_all(&db_dir).with_context(|| format!("creating {}", db_dir.display()))?;
-    let store = kapal_store::sqlite::SqliteStore::open(&db_dir.join("state.db")).map_err(|e| anyhow::anyhow!("{e}"))?;
-    store.spawn_compactor(kapal_store::sqlite::Retention::default());
-    let api = ApiServer::new(Arc::new(store), service_cidr, config.watch_cache_history).await?;
+    let store = open_store(&config).await?;
+    kapal_store::spawn_compactor(store.clone(), kapal_store::Retention::default());
+    let api = ApiServer::new(store, service_cidr, config.watch_cache_history).await?;
 
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
     let addresses = host_addresses();
@@ -119,6 +117,37 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
     tokio::spawn(accept_loop(listener, tls, api.clone(), rx));
     tracing::info!(%addr, kubeconfig = %kubeconfig_path.display(), "API server listening");
     Ok(Running { addr, api, pki, kubeconfig_path, kubeconfig, token, loopback_token, shutdown })
+}
+
+/// The store `config` asks for: etcd for an etcd endpoint, the embedded SQLite otherwise.
+async fn open_store(config: &Config) -> Result<Arc<dyn kapal_store::Store>> {
+    let endpoint = config.datastore_endpoint.as_deref().filter(|e| !e.is_empty());
+    let sqlite_path = match endpoint {
+        None => Some(config.data_dir.join("db").join("state.db")),
+        Some(e) if e.starts_with("sqlite://") => Some(PathBuf::from(e.trim_start_matches("sqlite://"))),
+        Some(_) => None,
+    };
+    if let Some(path) = sqlite_path {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let store = kapal_store::sqlite::SqliteStore::open(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        return Ok(Arc::new(store));
+    }
+    let endpoint = endpoint.unwrap_or_default();
+    let mut etcd = kapal_store::etcd::EtcdConfig::parse_endpoint(endpoint)
+        .map_err(|e| anyhow::anyhow!("--datastore-endpoint: {e}"))?;
+    etcd.ca_file = config.datastore_cafile.clone();
+    etcd.cert_file = config.datastore_certfile.clone();
+    etcd.key_file = config.datastore_keyfile.clone();
+    if let Some(prefix) = &config.etcd_prefix {
+        etcd.prefix = prefix.clone();
+    }
+    let store = kapal_store::etcd::EtcdStore::connect(etcd)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to etcd ({endpoint}): {e}"))?;
+    tracing::info!(endpoint, "using etcd");
+    Ok(Arc::new(store))
 }
 
 fn tls_config(pki: &Pki) -> Result<Arc<rustls::ServerConfig>> {

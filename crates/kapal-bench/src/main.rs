@@ -5,7 +5,9 @@
 //! Markdown table for docs/benchmarks.md. Baselines are measured in the same run.
 
 mod api;
+mod etcd;
 mod stats;
+mod store;
 
 use std::path::PathBuf;
 
@@ -25,6 +27,8 @@ struct Cli {
 enum Scenario {
     /// API server: cold start, RSS, create throughput, LIST/GET latency, watch fan-out.
     Api(api::Args),
+    /// Store: SQLite vs etcd writes, watch fan-out, compaction under churn.
+    Store(store::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +38,7 @@ fn main() -> anyhow::Result<()> {
     rt.block_on(async {
         match cli.scenario {
             Scenario::Api(args) => api::run(&cli.kapal, args).await,
+            Scenario::Store(args) => store::run(args).await,
         }
     })
 }

@@ -126,6 +126,58 @@ pub trait Store: Send + Sync + 'static {
     fn compacted_revision(&self) -> Revision;
 }
 
+/// How much history automatic compaction keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Keep at least this many of the newest revisions.
+    pub min_revisions: i64,
+    /// Keep at least this much time of history.
+    pub min_age: std::time::Duration,
+    /// How often to compact.
+    pub interval: std::time::Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            min_revisions: 10_000,
+            min_age: std::time::Duration::from_secs(300),
+            interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
+/// Starts a task that compacts `store` every `retention.interval`, keeping at least
+/// `min_revisions` revisions and `min_age` of history. Works for every backend; with several
+/// servers on one etcd, each compacts and etcd keeps the newest compaction.
+pub fn spawn_compactor(store: std::sync::Arc<dyn Store>, retention: Retention) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut samples: std::collections::VecDeque<(std::time::Instant, Revision)> = std::collections::VecDeque::new();
+        let mut ticker = tokio::time::interval(retention.interval);
+        loop {
+            ticker.tick().await;
+            let now = std::time::Instant::now();
+            let current = store.current_revision();
+            samples.push_back((now, current));
+            // The newest revision that is at least `min_age` old.
+            let mut by_age = 0;
+            while let Some(&(at, rev)) = samples.front() {
+                if now.duration_since(at) < retention.min_age {
+                    break;
+                }
+                by_age = rev;
+                samples.pop_front();
+            }
+            let target = by_age.min(current - retention.min_revisions);
+            if target > store.compacted_revision()
+                && let Err(e) = store.compact(target).await
+            {
+                tracing::warn!(error = %e, target, "compaction failed");
+            }
+        }
+    })
+}
+
 /// The end of a prefix range: the smallest string greater than every string with `prefix`.
 pub fn prefix_end(prefix: &str) -> String {
     // Keys are UTF-8 paths; bumping the last byte of an ASCII prefix is enough for our keys,

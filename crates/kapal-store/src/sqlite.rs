@@ -7,11 +7,9 @@
 //! is durable (`synchronous=FULL`). Watch events are published by that thread after the commit:
 //! nothing polls. Readers use their own connections and never block the writer.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::StreamExt;
@@ -29,22 +27,7 @@ const MAX_BATCH: usize = 512;
 const WATCH_BUFFER: usize = 64 * 1024;
 const READERS: usize = 4;
 
-/// How much history automatic compaction keeps.
-#[derive(Debug, Clone, Copy)]
-pub struct Retention {
-    /// Keep at least this many of the newest revisions.
-    pub min_revisions: i64,
-    /// Keep at least this much time of history.
-    pub min_age: Duration,
-    /// How often to compact.
-    pub interval: Duration,
-}
-
-impl Default for Retention {
-    fn default() -> Self {
-        Retention { min_revisions: 10_000, min_age: Duration::from_secs(300), interval: Duration::from_secs(60) }
-    }
-}
+pub use crate::Retention;
 
 enum Op {
     Create { key: String, value: Vec<u8> },
@@ -108,33 +91,7 @@ impl SqliteStore {
 
     /// Starts the background task that compacts history by `retention`.
     pub fn spawn_compactor(&self, retention: Retention) -> tokio::task::JoinHandle<()> {
-        let store = self.clone();
-        tokio::spawn(async move {
-            let mut samples: VecDeque<(Instant, Revision)> = VecDeque::new();
-            let mut ticker = tokio::time::interval(retention.interval);
-            loop {
-                ticker.tick().await;
-                let now = Instant::now();
-                let current = store.current_revision();
-                samples.push_back((now, current));
-                // The newest revision that is at least `min_age` old.
-                let mut by_age = 0;
-                while let Some(&(at, rev)) = samples.front() {
-                    if now.duration_since(at) >= retention.min_age {
-                        by_age = rev;
-                        samples.pop_front();
-                    } else {
-                        break;
-                    }
-                }
-                let target = by_age.min(current - retention.min_revisions);
-                if target > store.compacted_revision()
-                    && let Err(e) = store.compact(target).await
-                {
-                    tracing::warn!(error = %e, target, "compaction failed");
-                }
-            }
-        })
+        crate::spawn_compactor(Arc::new(self.clone()), retention)
     }
 
     /// The database file.

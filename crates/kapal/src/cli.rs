@@ -50,6 +50,22 @@ pub struct ServerArgs {
     /// Extra names or addresses for the serving certificate (repeatable).
     #[arg(long)]
     pub tls_san: Vec<String>,
+    /// Keep state in etcd (`etcd://h1:2379,h2:2379`, `https://…`) or at `sqlite://PATH`
+    /// [default: embedded SQLite under the data dir]
+    #[arg(long)]
+    pub datastore_endpoint: Option<String>,
+    /// CA certificate of an https etcd.
+    #[arg(long)]
+    pub datastore_cafile: Option<PathBuf>,
+    /// Client certificate for an https etcd.
+    #[arg(long)]
+    pub datastore_certfile: Option<PathBuf>,
+    /// Client key for an https etcd.
+    #[arg(long)]
+    pub datastore_keyfile: Option<PathBuf>,
+    /// Key prefix in etcd, so several clusters can share one etcd [default: /registry]
+    #[arg(long)]
+    pub etcd_prefix: Option<String>,
     /// Do not run the controllers in this process.
     #[arg(long)]
     pub disable_controllers: bool,
@@ -99,6 +115,11 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     config.write_kubeconfig = args.write_kubeconfig.clone();
     config.service_cidr = args.service_cidr.clone();
     config.tls_sans = args.tls_san.clone();
+    config.datastore_endpoint = args.datastore_endpoint.clone();
+    config.datastore_cafile = args.datastore_cafile.clone();
+    config.datastore_certfile = args.datastore_certfile.clone();
+    config.datastore_keyfile = args.datastore_keyfile.clone();
+    config.etcd_prefix = args.etcd_prefix.clone();
     let running = kapal_apiserver::start(config).await?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     if !args.disable_controllers {

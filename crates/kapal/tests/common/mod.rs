@@ -65,6 +65,26 @@ impl Cluster {
         cluster
     }
 
+    /// A second server that shares `other`'s certificates and token (as HA servers on one
+    /// etcd must), with its own data dir and port.
+    pub fn start_sharing(other: &Cluster, extra: &[&str]) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(data.join("tls")).expect("tls dir");
+        let from = other.dir.path().join("data");
+        for entry in std::fs::read_dir(from.join("tls")).expect("tls of the first server").flatten() {
+            std::fs::copy(entry.path(), data.join("tls").join(entry.file_name())).expect("copying certificates");
+        }
+        std::fs::copy(from.join("token"), data.join("token")).expect("copying the token");
+        let port = free_port();
+        let kubeconfig = dir.path().join("kubeconfig.yaml");
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let child = spawn_server(dir.path(), port, &kubeconfig, &extra);
+        let cluster = Cluster { dir, port, kubeconfig, child, extra };
+        cluster.wait_ready();
+        cluster
+    }
+
     /// Kills the server with SIGKILL and starts a new one on the same data dir and port.
     pub fn kill_and_restart(&mut self) {
         let _ = self.child.kill();
@@ -145,6 +165,48 @@ impl Cluster {
 }
 
 impl Drop for Cluster {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A single-member etcd on free loopback ports, stopped on drop. `None` when etcd is missing.
+pub struct Etcd {
+    pub endpoint: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Option<Etcd> {
+        if !Path::new("/usr/bin/etcd").exists() {
+            eprintln!(
+                "SKIPPED: /usr/bin/etcd is not installed (Debian package etcd-server; scripts/test.sh installs it)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (client, peer) = (free_port(), free_port());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = Command::new("/usr/bin/etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .args(["--name", "e2e", "--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("e2e={peer_url}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting etcd");
+        let ready = eventually(20, || std::net::TcpStream::connect(("127.0.0.1", client)).is_ok());
+        assert!(ready, "etcd did not start");
+        Some(Etcd { endpoint, child, _dir: dir })
+    }
+}
+
+impl Drop for Etcd {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
