@@ -64,51 +64,53 @@ pub async fn write_load(
     Ok((all, t0.elapsed()))
 }
 
-/// Opens `watchers` watches on one prefix, writes at `rate`/s for `seconds`, and measures the
-/// delay from each write's acknowledgment to its arrival at every watcher.
+/// Opens `watchers` watches on one prefix, writes at `rate`/s for `seconds` (open loop), and
+/// measures the delay from each write's acknowledgment to its arrival at every watcher.
 pub async fn fanout(store: Arc<dyn Store>, watchers: usize, rate: usize, seconds: u64) -> anyhow::Result<Samples> {
+    use std::sync::atomic::{AtomicU64, Ordering};
     let start = store.current_revision();
     let total = rate * seconds as usize;
-    let acks: Arc<std::sync::Mutex<Vec<Option<Instant>>>> = Arc::new(std::sync::Mutex::new(vec![None; total]));
+    let t0 = Instant::now();
+    // Acknowledgment times as nanoseconds since t0 (0 = not yet), readable without locks.
+    let acks: Arc<Vec<AtomicU64>> = Arc::new((0..total).map(|_| AtomicU64::new(0)).collect());
     let mut tasks = Vec::new();
     for _ in 0..watchers {
         let mut stream = store.watch("/registry/fan/", start).await?;
         let acks = acks.clone();
         tasks.push(tokio::spawn(async move {
-            let mut s = Samples::default();
-            let mut seen = 0;
-            while seen < total {
+            let mut arrivals = Vec::with_capacity(total);
+            while arrivals.len() < total {
                 let Some(ev) = stream.next().await else { break };
                 let ev = ev?;
-                let at = Instant::now();
+                let at = t0.elapsed().as_nanos() as u64;
                 let idx: usize = ev.kv.key.trim_start_matches("/registry/fan/").parse().unwrap_or(0);
-                // An event may arrive before its writer records the acknowledgment.
+                arrivals.push((idx, at));
+            }
+            // Delays are computed after the run so that measuring does not slow delivery; an
+            // event that arrives before its writer saw the acknowledgment counts as 0.
+            let mut s = Samples::default();
+            for (idx, at) in arrivals {
                 let ack = loop {
-                    if let Some(t) = acks.lock().ok().and_then(|a| a.get(idx).copied().flatten()) {
-                        break t;
+                    let a = acks[idx].load(Ordering::Acquire);
+                    if a != 0 {
+                        break a;
                     }
                     tokio::task::yield_now().await;
                 };
-                s.push(at.checked_duration_since(ack).unwrap_or_default());
-                seen += 1;
+                s.push(Duration::from_nanos(at.saturating_sub(ack)));
             }
             Ok::<_, kapal_store::StoreError>(s)
         }));
     }
     let period = Duration::from_secs_f64(1.0 / rate as f64);
-    let t0 = Instant::now();
     let mut writes = Vec::new();
     for i in 0..total {
-        // Open loop: writes are issued on schedule whether or not earlier ones finished.
-        let due = t0 + period * i as u32;
-        tokio::time::sleep_until(due.into()).await;
+        tokio::time::sleep_until((t0 + period * i as u32).into()).await;
         let store = store.clone();
         let acks = acks.clone();
         writes.push(tokio::spawn(async move {
             store.create(&format!("/registry/fan/{i}"), value()).await?;
-            if let Ok(mut a) = acks.lock() {
-                a[i] = Some(Instant::now());
-            }
+            acks[i].store(t0.elapsed().as_nanos().max(1) as u64, Ordering::Release);
             Ok::<_, kapal_store::StoreError>(())
         }));
     }

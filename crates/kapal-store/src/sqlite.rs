@@ -452,7 +452,7 @@ impl Store for SqliteStore {
     async fn watch(&self, prefix: &str, after: Revision) -> Result<WatchStream> {
         // Subscribe before reading history so that nothing falls in between; duplicates are
         // dropped by revision.
-        let mut live = self.shared.events.subscribe();
+        let live = self.shared.events.subscribe();
         let compacted = self.compacted_revision();
         if after < compacted {
             return Err(StoreError::Compacted { requested: after, compacted });
@@ -475,26 +475,28 @@ impl Store for SqliteStore {
             })
             .await??
         };
-        let mut last = history.last().map_or(after, |e| e.kv.mod_revision);
-        let prefix = prefix.to_string();
+        let last = history.last().map_or(after, |e| e.kv.mod_revision);
         let history = futures::stream::iter(history.into_iter().map(Ok));
-        let live = async_stream(move |tx| async move {
+        // The live part reads the writer's broadcast directly: no task or channel per watcher.
+        let state = Live { rx: live, last, prefix: prefix.to_string(), done: false };
+        let live = futures::stream::unfold(state, |mut st| async move {
+            if st.done {
+                return None;
+            }
             loop {
-                match live.recv().await {
+                match st.rx.recv().await {
                     Ok(ev) => {
-                        if ev.kv.mod_revision <= last || !ev.kv.key.starts_with(&prefix) {
+                        if ev.kv.mod_revision <= st.last || !ev.kv.key.starts_with(&st.prefix) {
                             continue;
                         }
-                        last = ev.kv.mod_revision;
-                        if tx.send(Ok((*ev).clone())).await.is_err() {
-                            return;
-                        }
+                        st.last = ev.kv.mod_revision;
+                        return Some((Ok((*ev).clone()), st));
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let _ = tx.send(Err(StoreError::WatchLagged)).await;
-                        return;
+                        st.done = true;
+                        return Some((Err(StoreError::WatchLagged), st));
                     }
-                    Err(broadcast::error::RecvError::Closed) => return,
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
             }
         });
@@ -514,15 +516,12 @@ impl Store for SqliteStore {
     }
 }
 
-/// A stream fed by a task, so that a watcher that stops reading stops the task.
-fn async_stream<F, Fut>(f: F) -> impl futures::Stream<Item = Result<Event>> + Send + 'static
-where
-    F: FnOnce(mpsc::Sender<Result<Event>>) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let (tx, rx) = mpsc::channel(256);
-    tokio::spawn(f(tx));
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) })
+/// The state of a watch's live part.
+struct Live {
+    rx: broadcast::Receiver<Arc<Event>>,
+    last: Revision,
+    prefix: String,
+    done: bool,
 }
 
 type Rows = (Vec<KeyValue>, usize, Revision);
