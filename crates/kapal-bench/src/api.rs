@@ -53,6 +53,10 @@ fn free_port() -> u16 {
 
 /// Starts `kapal server` on an empty data dir; returns it and the time to `/readyz` 200.
 async fn start(kapal: &Path) -> anyhow::Result<(Server, Duration)> {
+    start_with(kapal, &[]).await
+}
+
+async fn start_with(kapal: &Path, extra: &[&str]) -> anyhow::Result<(Server, Duration)> {
     let dir = tempfile::tempdir()?;
     let port = free_port();
     let kubeconfig = dir.path().join("kubeconfig.yaml");
@@ -70,6 +74,7 @@ async fn start(kapal: &Path) -> anyhow::Result<(Server, Duration)> {
         .arg(dir.path().join("data"))
         .arg("--write-kubeconfig")
         .arg(&kubeconfig)
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()?;
@@ -258,6 +263,23 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         "p99 ≤ 50 ms",
     );
     drop(server);
+
+    // The same load with the server on a local etcd member instead of the embedded store.
+    let etcd = crate::etcd::Etcd::start_or_use(None).await?;
+    let (server, _) = start_with(kapal, &["--datastore-endpoint", &etcd.endpoint]).await?;
+    let (e_lat, e_wall) = create_many(&server, args.creates, args.clients, "load").await?;
+    row(
+        &format!("same load on etcd: creates/s (SQLite above: {:.0}/s)", args.creates as f64 / wall.as_secs_f64()),
+        format!(
+            "{:.0}/s, p50 / p99 {:.1} / {:.1} ms",
+            args.creates as f64 / e_wall.as_secs_f64(),
+            e_lat.pct_ms(50.0),
+            e_lat.pct_ms(99.0)
+        ),
+        "SQLite faster",
+    );
+    drop(server);
+    drop(etcd);
 
     let (server, _) = start(kapal).await?;
     let delays = watch_fanout(&server, args.watchers, 100).await?;
