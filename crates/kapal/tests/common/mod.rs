@@ -171,15 +171,29 @@ impl Drop for Cluster {
     }
 }
 
-/// A single-member etcd on free loopback ports, stopped on drop. `None` when etcd is missing.
+/// A local etcd cluster of one or more members on free loopback ports, stopped on drop.
 pub struct Etcd {
+    /// Client URLs, comma-separated, as `--datastore-endpoint` takes them.
     pub endpoint: String,
-    child: Child,
-    _dir: tempfile::TempDir,
+    members: Vec<Member>,
+    dir: tempfile::TempDir,
+}
+
+struct Member {
+    name: String,
+    client: u16,
+    peer: u16,
+    child: Option<Child>,
 }
 
 impl Etcd {
+    /// One member. `None` (with a SKIPPED line) when etcd is not installed.
     pub fn start() -> Option<Etcd> {
+        Self::cluster(1)
+    }
+
+    /// `n` members forming one cluster.
+    pub fn cluster(n: usize) -> Option<Etcd> {
         if !Path::new("/usr/bin/etcd").exists() {
             eprintln!(
                 "SKIPPED: /usr/bin/etcd is not installed (Debian package etcd-server; scripts/test.sh installs it)"
@@ -187,29 +201,61 @@ impl Etcd {
             return None;
         }
         let dir = tempfile::tempdir().expect("tempdir");
-        let (client, peer) = (free_port(), free_port());
-        let endpoint = format!("http://127.0.0.1:{client}");
-        let peer_url = format!("http://127.0.0.1:{peer}");
+        let members: Vec<Member> = (0..n)
+            .map(|i| Member { name: format!("m{i}"), client: free_port(), peer: free_port(), child: None })
+            .collect();
+        let endpoint = members.iter().map(|m| format!("http://127.0.0.1:{}", m.client)).collect::<Vec<_>>().join(",");
+        let mut etcd = Etcd { endpoint, members, dir };
+        for i in 0..n {
+            etcd.start_member(i);
+        }
+        for m in &etcd.members {
+            assert!(
+                eventually(20, || std::net::TcpStream::connect(("127.0.0.1", m.client)).is_ok()),
+                "etcd did not start"
+            );
+        }
+        Some(etcd)
+    }
+
+    fn initial_cluster(&self) -> String {
+        self.members.iter().map(|m| format!("{}=http://127.0.0.1:{}", m.name, m.peer)).collect::<Vec<_>>().join(",")
+    }
+
+    /// Starts (or restarts, on its old data) member `i`.
+    pub fn start_member(&mut self, i: usize) {
+        let initial = self.initial_cluster();
+        let data = self.dir.path().join(&self.members[i].name);
+        let m = &mut self.members[i];
+        let client = format!("http://127.0.0.1:{}", m.client);
+        let peer = format!("http://127.0.0.1:{}", m.peer);
         let child = Command::new("/usr/bin/etcd")
             .arg("--data-dir")
-            .arg(dir.path().join("etcd"))
-            .args(["--name", "e2e", "--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
-            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("e2e={peer_url}")])
+            .arg(data)
+            .args(["--name", &m.name, "--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("starting etcd");
-        let ready = eventually(20, || std::net::TcpStream::connect(("127.0.0.1", client)).is_ok());
-        assert!(ready, "etcd did not start");
-        Some(Etcd { endpoint, child, _dir: dir })
+        m.child = Some(child);
+    }
+
+    /// Stops member `i` with SIGKILL.
+    pub fn stop_member(&mut self, i: usize) {
+        if let Some(mut c) = self.members[i].child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }
 
 impl Drop for Etcd {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        for i in 0..self.members.len() {
+            self.stop_member(i);
+        }
     }
 }
 
