@@ -83,6 +83,8 @@ pub struct Config {
     pub datastore_keyfile: Option<PathBuf>,
     /// Key prefix in etcd (`/registry` by default).
     pub etcd_prefix: Option<String>,
+    /// How much store history automatic compaction keeps.
+    pub retention: kapal_store::Retention,
 }
 
 impl Config {
@@ -103,6 +105,7 @@ impl Config {
             datastore_certfile: None,
             datastore_keyfile: None,
             etcd_prefix: None,
+            retention: kapal_store::Retention::default(),
         }
     }
 }

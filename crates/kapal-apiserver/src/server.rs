@@ -73,7 +73,7 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let service_cidr = ServiceCidr::parse(&config.service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     let store = open_store(&config).await?;
-    kapal_store::spawn_compactor(store.clone(), kapal_store::Retention::default());
+    kapal_store::spawn_compactor(store.clone(), config.retention);
     let api = ApiServer::new(store, service_cidr, config.watch_cache_history).await?;
 
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();

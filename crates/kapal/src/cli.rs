@@ -66,6 +66,15 @@ pub struct ServerArgs {
     /// Key prefix in etcd, so several clusters can share one etcd [default: /registry]
     #[arg(long)]
     pub etcd_prefix: Option<String>,
+    /// Store history kept by automatic compaction: at least this many revisions.
+    #[arg(long, default_value_t = 10_000)]
+    pub compaction_min_revisions: i64,
+    /// Store history kept by automatic compaction: at least this many seconds.
+    #[arg(long, default_value_t = 300)]
+    pub compaction_min_age_seconds: u64,
+    /// Seconds between automatic compactions.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub compaction_interval_seconds: u64,
     /// Do not run the controllers in this process.
     #[arg(long)]
     pub disable_controllers: bool,
@@ -120,6 +129,11 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     config.datastore_certfile = args.datastore_certfile.clone();
     config.datastore_keyfile = args.datastore_keyfile.clone();
     config.etcd_prefix = args.etcd_prefix.clone();
+    config.retention = kapal_store::Retention {
+        min_revisions: args.compaction_min_revisions,
+        min_age: std::time::Duration::from_secs(args.compaction_min_age_seconds),
+        interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
+    };
     let running = kapal_apiserver::start(config).await?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     if !args.disable_controllers {
