@@ -10,38 +10,141 @@ use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, W
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+/// Every test runs on both stores: the embedded SQLite and a real etcd.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Etcd,
+}
+
 struct Server {
     running: kapal_apiserver::Running,
     client: Client,
     _dir: tempfile::TempDir,
+    _etcd: Option<Etcd>,
 }
 
-async fn server_with(history: usize) -> Server {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = kapal_apiserver::Config::new(dir.path().to_path_buf());
+/// A single etcd member on free loopback ports, killed on drop.
+struct Etcd {
+    endpoint: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    fn start() -> Etcd {
+        let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let dir = tempfile::tempdir().unwrap();
+        let (client, peer) = (free(), free());
+        let endpoint = format!("http://127.0.0.1:{client}");
+        let peer_url = format!("http://127.0.0.1:{peer}");
+        let child = std::process::Command::new("/usr/bin/etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("etcd"))
+            .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+            .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", client)).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Etcd { endpoint, child, _dir: dir }
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn etcd_missing() -> bool {
+    let missing = !std::path::Path::new("/usr/bin/etcd").exists();
+    if missing {
+        eprintln!("SKIPPED: /usr/bin/etcd is not installed (Debian etcd-server; scripts/test.sh installs it)");
+    }
+    missing
+}
+
+fn config_on(backend: Backend, dir: &std::path::Path, etcd: Option<&Etcd>) -> kapal_apiserver::Config {
+    let mut config = kapal_apiserver::Config::new(dir.to_path_buf());
     config.port = 0;
     config.bind_address = "127.0.0.1".parse().unwrap();
-    config.watch_cache_history = history;
-    let running = kapal_apiserver::start(config).await.unwrap();
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&running.kubeconfig).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    let client = Client::try_from(cfg).unwrap();
-    Server { running, client, _dir: dir }
+    if let (Backend::Etcd, Some(e)) = (backend, etcd) {
+        config.datastore_endpoint = Some(e.endpoint.clone());
+    }
+    config
 }
 
-async fn server() -> Server {
-    server_with(kapal_apiserver::cache::DEFAULT_HISTORY).await
+async fn client_of(running: &kapal_apiserver::Running) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&running.kubeconfig).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    Client::try_from(cfg).unwrap()
 }
+
+async fn server_on(backend: Backend, history: usize) -> Server {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let etcd = matches!(backend, Backend::Etcd).then(Etcd::start);
+    let mut config = config_on(backend, dir.path(), etcd.as_ref());
+    config.watch_cache_history = history;
+    let running = kapal_apiserver::start(config).await.unwrap();
+    let client = client_of(&running).await;
+    Server { running, client, _dir: dir, _etcd: etcd }
+}
+
+const HISTORY: usize = kapal_apiserver::cache::DEFAULT_HISTORY;
+
+/// Runs a test body once per backend, as `<name>::sqlite` and `<name>::etcd`.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn etcd() {
+                if super::etcd_missing() {
+                    return;
+                }
+                super::$name(super::Backend::Etcd).await
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    crud_with_optimistic_concurrency,
+    invalid_objects_get_422_with_causes,
+    watch_delivers_changes_in_order,
+    watch_from_a_forgotten_revision_is_410_gone,
+    pagination_with_continue_is_consistent,
+    label_and_field_selectors,
+    server_side_apply_tracks_owners_and_conflicts,
+    strategic_merge_patch_merges_containers_by_name,
+    services_get_cluster_ips_and_node_ports,
+    namespaces_terminate_and_refuse_new_content,
+    data_and_certificates_survive_restart,
+    unauthenticated_requests_get_401,
+    autoscalers_are_served_at_v1_and_v2_from_one_store,
+    events_written_as_events_k8s_io_are_core_events_too,
+);
 
 fn cm(name: &str, data: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": data}))
         .unwrap()
 }
 
-#[tokio::test]
-async fn crud_with_optimistic_concurrency() {
-    let s = server().await;
+async fn crud_with_optimistic_concurrency(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     let created = api.create(&PostParams::default(), &cm("c1", json!({"a": "1"}))).await.unwrap();
     let rv = created.resource_version().unwrap();
@@ -67,9 +170,8 @@ async fn crud_with_optimistic_concurrency() {
     );
 }
 
-#[tokio::test]
-async fn invalid_objects_get_422_with_causes() {
-    let s = server().await;
+async fn invalid_objects_get_422_with_causes(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     let err = api.create(&PostParams::default(), &cm("Bad_Name", json!({}))).await.unwrap_err();
     match err {
@@ -88,9 +190,8 @@ async fn invalid_objects_get_422_with_causes() {
     );
 }
 
-#[tokio::test]
-async fn watch_delivers_changes_in_order() {
-    let s = server().await;
+async fn watch_delivers_changes_in_order(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     let list = api.list(&ListParams::default()).await.unwrap();
     let rv = list.metadata.resource_version.unwrap();
@@ -110,9 +211,8 @@ async fn watch_delivers_changes_in_order() {
     assert_eq!(seen, [("ADDED", "1".into()), ("MODIFIED", "2".into()), ("DELETED", "2".into())]);
 }
 
-#[tokio::test]
-async fn watch_from_a_forgotten_revision_is_410_gone() {
-    let s = server_with(5).await;
+async fn watch_from_a_forgotten_revision_is_410_gone(backend: Backend) {
+    let s = server_on(backend, 5).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     let first = api.create(&PostParams::default(), &cm("g0", json!({}))).await.unwrap();
     for i in 1..20 {
@@ -126,9 +226,8 @@ async fn watch_from_a_forgotten_revision_is_410_gone() {
     }
 }
 
-#[tokio::test]
-async fn pagination_with_continue_is_consistent() {
-    let s = server().await;
+async fn pagination_with_continue_is_consistent(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     for i in 0..30 {
         api.create(&PostParams::default(), &cm(&format!("p{i:02}"), json!({}))).await.unwrap();
@@ -159,9 +258,8 @@ async fn pagination_with_continue_is_consistent() {
     assert!(!names.contains(&"p99-late".to_string()));
 }
 
-#[tokio::test]
-async fn label_and_field_selectors() {
-    let s = server().await;
+async fn label_and_field_selectors(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     for (name, tier) in [("a", "web"), ("b", "db"), ("c", "web")] {
         let mut c = cm(name, json!({}));
@@ -176,9 +274,8 @@ async fn label_and_field_selectors() {
     assert!(matches!(bad, kube::Error::Api(ref e) if e.code == 400), "{bad:?}");
 }
 
-#[tokio::test]
-async fn server_side_apply_tracks_owners_and_conflicts() {
-    let s = server().await;
+async fn server_side_apply_tracks_owners_and_conflicts(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
     let applied = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "ssa"}, "data": {"a": "1"}});
     let cm1 = api.patch("ssa", &PatchParams::apply("alice"), &Patch::Apply(&applied)).await.unwrap();
@@ -193,9 +290,8 @@ async fn server_side_apply_tracks_owners_and_conflicts() {
     assert_eq!(forced.data.unwrap()["a"], "2");
 }
 
-#[tokio::test]
-async fn strategic_merge_patch_merges_containers_by_name() {
-    let s = server().await;
+async fn strategic_merge_patch_merges_containers_by_name(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<Deployment> = Api::namespaced(s.client.clone(), "default");
     let d: Deployment = serde_json::from_value(json!({
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
@@ -229,9 +325,8 @@ async fn strategic_merge_patch_merges_containers_by_name() {
     assert_eq!(scale.spec.unwrap().replicas, Some(1));
 }
 
-#[tokio::test]
-async fn services_get_cluster_ips_and_node_ports() {
-    let s = server().await;
+async fn services_get_cluster_ips_and_node_ports(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let api: Api<Service> = Api::namespaced(s.client.clone(), "default");
     let kubernetes = api.get("kubernetes").await.unwrap();
     assert_eq!(kubernetes.spec.unwrap().cluster_ip.as_deref(), Some("10.43.0.1"));
@@ -262,9 +357,8 @@ async fn services_get_cluster_ips_and_node_ports() {
     api.create(&PostParams::default(), &taken).await.unwrap();
 }
 
-#[tokio::test]
-async fn namespaces_terminate_and_refuse_new_content() {
-    let s = server().await;
+async fn namespaces_terminate_and_refuse_new_content(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let namespaces: Api<Namespace> = Api::all(s.client.clone());
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "doomed"}})).unwrap();
     let created = namespaces.create(&PostParams::default(), &ns).await.unwrap();
@@ -285,13 +379,11 @@ async fn namespaces_terminate_and_refuse_new_content() {
     assert!(namespaces.get_opt("doomed").await.unwrap().is_none());
 }
 
-#[tokio::test]
-async fn data_and_certificates_survive_restart() {
+async fn data_and_certificates_survive_restart(backend: Backend) {
     let _ = rustls::crypto::ring::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = kapal_apiserver::Config::new(dir.path().to_path_buf());
-    config.port = 0;
-    config.bind_address = "127.0.0.1".parse().unwrap();
+    let etcd = matches!(backend, Backend::Etcd).then(Etcd::start);
+    let config = config_on(backend, dir.path(), etcd.as_ref());
     let first = kapal_apiserver::start(config.clone()).await.unwrap();
     let kc = kube::config::Kubeconfig::from_yaml(&first.kubeconfig).unwrap();
     let client =
@@ -312,9 +404,8 @@ async fn data_and_certificates_survive_restart() {
     assert_eq!(kept.data.unwrap()["k"], "v");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn unauthenticated_requests_get_401() {
-    let s = server().await;
+async fn unauthenticated_requests_get_401(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
     let url = format!("{}/api/v1/namespaces", s.running.loopback_url());
     let out = std::process::Command::new("curl").args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", &url]).output();
     if let Ok(out) = out {
@@ -328,10 +419,9 @@ async fn unauthenticated_requests_get_401() {
     }
 }
 
-#[tokio::test]
-async fn autoscalers_are_served_at_v1_and_v2_from_one_store() {
+async fn autoscalers_are_served_at_v1_and_v2_from_one_store(backend: Backend) {
     use k8s_openapi::api::autoscaling::{v1, v2};
-    let s = server().await;
+    let s = server_on(backend, HISTORY).await;
     let v1_api: Api<v1::HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), "default");
     let v2_api: Api<v2::HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), "default");
     let hpa: v1::HorizontalPodAutoscaler = serde_json::from_value(json!({
@@ -354,11 +444,10 @@ async fn autoscalers_are_served_at_v1_and_v2_from_one_store() {
     assert_eq!(spec.min_replicas, Some(1), "defaulted as v2");
 }
 
-#[tokio::test]
-async fn events_written_as_events_k8s_io_are_core_events_too() {
+async fn events_written_as_events_k8s_io_are_core_events_too(backend: Backend) {
     use k8s_openapi::api::core::v1::Event as CoreEvent;
     use k8s_openapi::api::events::v1::Event;
-    let s = server().await;
+    let s = server_on(backend, HISTORY).await;
     let new_api: Api<Event> = Api::namespaced(s.client.clone(), "default");
     let core_api: Api<CoreEvent> = Api::namespaced(s.client.clone(), "default");
     let ev: Event = serde_json::from_value(json!({
