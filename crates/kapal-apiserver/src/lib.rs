@@ -17,6 +17,7 @@ mod crd;
 mod discovery;
 mod handlers;
 pub mod http;
+mod join;
 pub mod metrics;
 pub mod objects;
 mod openapi;

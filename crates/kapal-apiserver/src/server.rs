@@ -88,6 +88,9 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
     for n in ["kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"] {
         sans.push(n.into());
     }
+    let token = load_or_create_token(&config)?;
+    // Servers sharing a store share the CA and admin identity (the token unlocks them).
+    crate::join::sync(&api.store, &config.data_dir.join("tls"), &token).await?;
     let pki = Pki::load_or_create(&config.data_dir.join("tls"), &sans)?;
 
     let listener = TcpListener::bind((config.bind_address, config.port)).await.with_context(|| {
@@ -95,7 +98,6 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
     })?;
     let addr = listener.local_addr()?;
 
-    let token = load_or_create_token(&config)?;
     let loopback_token = random_token();
     api.add_token(&token, User::new("system:kapal:token", &["system:masters"]));
     api.add_token(&loopback_token, User::new("system:kapal", &["system:masters"]));

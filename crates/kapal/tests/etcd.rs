@@ -35,6 +35,21 @@ fn two_servers_share_one_etcd() {
     list.sort();
     list.dedup();
     assert_eq!(list.len(), 10, "duplicate cluster IPs: {ips}");
+    // Both servers trust the same CA and admin identity, fetched from the store with the token.
+    let ca = |c: &Cluster| std::fs::read_to_string(c.dir.path().join("data/tls/ca.crt")).unwrap();
+    assert_eq!(ca(&a), ca(&b));
+    // A server with another token cannot join, and says why.
+    let stranger = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_kapal"))
+        .args(["server", "--bind-address", "127.0.0.1", "--https-listen-port", "0", "--token", "not-the-token"])
+        .arg("--data-dir")
+        .arg(stranger.path())
+        .args(["--datastore-endpoint", &etcd.endpoint])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--token"), "{err}");
     // One namespace controller (the Lease holder) empties and removes the namespace.
     b.ok(k, &["delete", "ns", "shared", "--timeout=60s"]);
     assert!(!a.kubectl(k, &["get", "ns", "shared"]).status.success());

@@ -65,24 +65,13 @@ impl Cluster {
         cluster
     }
 
-    /// A second server that shares `other`'s certificates and token (as HA servers on one
-    /// etcd must), with its own data dir and port.
+    /// A second server joining `other`'s cluster with its token (as HA servers on one etcd do),
+    /// with its own data dir and port. It fetches the cluster's certificates from the store.
     pub fn start_sharing(other: &Cluster, extra: &[&str]) -> Cluster {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(data.join("tls")).expect("tls dir");
-        let from = other.dir.path().join("data");
-        for entry in std::fs::read_dir(from.join("tls")).expect("tls of the first server").flatten() {
-            std::fs::copy(entry.path(), data.join("tls").join(entry.file_name())).expect("copying certificates");
-        }
-        std::fs::copy(from.join("token"), data.join("token")).expect("copying the token");
-        let port = free_port();
-        let kubeconfig = dir.path().join("kubeconfig.yaml");
-        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let child = spawn_server(dir.path(), port, &kubeconfig, &extra);
-        let cluster = Cluster { dir, port, kubeconfig, child, extra };
-        cluster.wait_ready();
-        cluster
+        let token = std::fs::read_to_string(other.dir.path().join("data/token")).expect("the first server's token");
+        let mut args = vec!["--token", token.trim()];
+        args.extend_from_slice(extra);
+        Cluster::start_with(&args)
     }
 
     /// Kills the server with SIGKILL and starts a new one on the same data dir and port.
