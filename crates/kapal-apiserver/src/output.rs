@@ -26,7 +26,7 @@ pub enum Output {
 
 /// Picks the first `Accept` alternative we can produce. Plain JSON is always possible, so
 /// this never fails with 406 for ordinary resources.
-pub fn negotiate(headers: &HeaderMap, query: &Query, _list: bool) -> Result<Output, ApiError> {
+pub fn negotiate(headers: &HeaderMap, query: &Query) -> Result<Output, ApiError> {
     for alt in accept(headers) {
         let json_like = alt.essence == "application/json" || alt.essence == "*/*" || alt.essence == "application/*";
         if !json_like && alt.essence != "application/yaml" {

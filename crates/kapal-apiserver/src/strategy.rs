@@ -215,11 +215,6 @@ pub fn track_fields(served: &Served, old: Option<&Value>, obj: &mut Value, manag
     kapal_api::merge::track_update(old, obj, manager, subresource, &schema, &now);
 }
 
-/// Warnings a write should carry (deprecations and the like).
-pub fn warnings(_served: &Served, _obj: &Value) -> Vec<String> {
-    Vec::new()
-}
-
 /// Kinds that a PUT may create, as upstream allows.
 pub fn allows_create_on_update(served: &Served) -> bool {
     matches!(

@@ -110,7 +110,7 @@ pub struct Page {
 
 impl ApiServer {
     pub(crate) async fn list(&self, ctx: &Ctx) -> Result<Dispatched, ApiError> {
-        let output = negotiate(&ctx.headers, &ctx.query, true)?;
+        let output = negotiate(&ctx.headers, &ctx.query)?;
         let filter = Filter::from_ctx(ctx)?;
         let page = self.list_page(ctx, &filter).await?;
         Ok(Dispatched::Response(encode_list(&ctx.served, &output, &page)))

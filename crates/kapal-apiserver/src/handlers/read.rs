@@ -16,7 +16,7 @@ use crate::output::{negotiate, single};
 
 impl ApiServer {
     pub(crate) async fn get(&self, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-        let output = negotiate(&ctx.headers, &ctx.query, false)?;
+        let output = negotiate(&ctx.headers, &ctx.query)?;
         let cached = self.read_object(ctx).await?;
         Ok(bytes_response(StatusCode::OK, "application/json", single(&ctx.served, &output, &cached)))
     }

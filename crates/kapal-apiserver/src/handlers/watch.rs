@@ -98,7 +98,7 @@ fn visible(filter: &Filter, ev: &CacheEvent) -> Option<&'static str> {
 
 impl ApiServer {
     pub(crate) async fn watch(&self, ctx: &Ctx) -> Result<Response<Body>, ApiError> {
-        let output = negotiate(&ctx.headers, &ctx.query, true)?;
+        let output = negotiate(&ctx.headers, &ctx.query)?;
         let output = match output {
             Output::Table { version, .. } => Output::Table { version, include: table_include(ctx)? },
             o => o,

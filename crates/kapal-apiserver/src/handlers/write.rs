@@ -51,10 +51,9 @@ impl ApiServer {
         let dry_run = ctx.dry_run()?;
         let mut obj = body_object(ctx)?;
         self.check_namespace_open(ctx).await?;
-        let mut warnings = self.admit(ctx, &mut obj, Op::Create, validation)?;
+        let warnings = self.admit(ctx, &mut obj, Op::Create, validation)?;
         let manager = ctx.field_manager()?;
         strategy::track_fields(&ctx.served, None, &mut obj, &manager, None);
-        warnings.extend(strategy::warnings(&ctx.served, &obj));
         let stored = self.store_create(ctx, obj, dry_run).await?;
         Ok(Reply {
             status: StatusCode::CREATED,
@@ -186,9 +185,8 @@ impl ApiServer {
         if let Some(meta) = objects::meta_mut(&mut obj) {
             meta.insert("name".into(), json!(ctx.path.name.clone().unwrap_or_default()));
         }
-        let mut warnings = self.admit(ctx, &mut obj, Op::Create, validation)?;
+        let warnings = self.admit(ctx, &mut obj, Op::Create, validation)?;
         self.check_namespace_open(ctx).await?;
-        warnings.extend(strategy::warnings(&ctx.served, &obj));
         let stored = self.store_create(ctx, obj, dry_run).await?;
         Ok(Reply { status: StatusCode::CREATED, body: present(ctx, &stored), warnings })
     }
