@@ -249,7 +249,10 @@ impl Writer {
         let mut applied = Vec::with_capacity(batch.len());
         let mut compacted = self.shared.compacted.load(Ordering::SeqCst);
         let outcome = (|| -> rusqlite::Result<()> {
-            let mut tx = self.conn.transaction()?;
+            // IMMEDIATE: take the write lock up front, under the busy timeout, rather than
+            // upgrading a read snapshot later (which fails at once with "database is locked"
+            // if a checkpoint moved the WAL on meanwhile).
+            let mut tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             for req in batch {
                 // Each write in its own savepoint: one that fails half-way leaves nothing behind
                 // and uses no revision, while the rest of the batch still commits.
