@@ -58,7 +58,47 @@ pub fn prepare_for_create(group: &str, kind: &str, obj: &mut Value) {
     match (group, kind) {
         ("", "Namespace") => namespace_finalizer(o),
         ("", "Service") => service_cluster_ips(o),
+        ("batch", "Job") => job_selector(o),
         _ => {}
+    }
+}
+
+/// A Job without `manualSelector: true` gets a selector on its own uid, and its template the
+/// labels that selector and users look for (upstream `generateSelector`). Runs after the uid is
+/// assigned.
+fn job_selector(job: &mut Obj) {
+    let name = job.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let uid = job.get("metadata").and_then(|m| m.get("uid")).and_then(Value::as_str).unwrap_or_default().to_string();
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else { return };
+    if spec.get("manualSelector").and_then(Value::as_bool) == Some(true) || uid.is_empty() {
+        return;
+    }
+    let template = spec.entry("template").or_insert_with(|| json!({}));
+    if !template["metadata"].is_object() {
+        template["metadata"] = json!({});
+    }
+    if !template["metadata"]["labels"].is_object() {
+        template["metadata"]["labels"] = json!({});
+    }
+    if let Some(labels) = template["metadata"]["labels"].as_object_mut() {
+        for (key, value) in [
+            ("batch.kubernetes.io/controller-uid", &uid),
+            ("batch.kubernetes.io/job-name", &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(key).or_insert_with(|| json!(value));
+        }
+    }
+    let selector = spec.entry("selector").or_insert_with(|| json!({}));
+    if !selector.is_object() {
+        *selector = json!({});
+    }
+    if !selector["matchLabels"].is_object() {
+        selector["matchLabels"] = json!({});
+    }
+    if let Some(match_labels) = selector["matchLabels"].as_object_mut() {
+        match_labels.entry("batch.kubernetes.io/controller-uid").or_insert_with(|| json!(uid));
     }
 }
 
@@ -965,6 +1005,28 @@ fn crd_names(names: &mut Obj) {
     }
     default_str(names, "singular", &kind.to_lowercase());
     default_str(names, "listKind", &format!("{kind}List"));
+}
+
+#[cfg(test)]
+mod job_selector_tests {
+    use super::*;
+
+    #[test]
+    fn jobs_select_their_own_uid_unless_the_selector_is_manual() {
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"},
+            "spec": {"template": {"metadata": {"labels": {"app": "x"}}, "spec": {}}}});
+        prepare_for_create("batch", "Job", &mut job);
+        assert_eq!(job["spec"]["selector"], json!({"matchLabels": {"batch.kubernetes.io/controller-uid": "u-1"}}));
+        let labels = &job["spec"]["template"]["metadata"]["labels"];
+        assert_eq!(labels["job-name"], "pi");
+        assert_eq!(labels["batch.kubernetes.io/controller-uid"], "u-1");
+        assert_eq!(labels["app"], "x");
+
+        let mut manual = json!({"metadata": {"name": "m", "uid": "u-2"},
+            "spec": {"manualSelector": true, "selector": {"matchLabels": {"a": "b"}}, "template": {}}});
+        prepare_for_create("batch", "Job", &mut manual);
+        assert_eq!(manual["spec"]["selector"], json!({"matchLabels": {"a": "b"}}));
+    }
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ pub mod fields;
 pub mod merge;
 pub mod openapi;
 pub mod protobuf;
+pub mod quota;
 pub mod registry;
 pub mod schema;
 pub mod selector;

@@ -15,7 +15,7 @@ use crate::handlers::Ctx;
 use crate::http::Query;
 use crate::route::ResourcePath;
 
-fn target(group: &str, version: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> ResourcePath {
+pub(crate) fn target(group: &str, version: &str, plural: &str, ns: Option<&str>, name: Option<&str>) -> ResourcePath {
     ResourcePath {
         group: group.into(),
         version: version.into(),
@@ -27,7 +27,7 @@ fn target(group: &str, version: &str, plural: &str, ns: Option<&str>, name: Opti
 }
 
 impl ApiServer {
-    fn internal_ctx(&self, method: Method, path: ResourcePath, body: &Value) -> Result<Ctx, ApiError> {
+    pub(crate) fn internal_ctx(&self, method: Method, path: ResourcePath, body: &Value) -> Result<Ctx, ApiError> {
         let plural = path.plural.clone();
         let served = self
             .resources
@@ -136,5 +136,28 @@ pub(crate) async fn run(api: &Arc<ApiServer>, advertise: &str, port: u16) -> Res
         }
         Err(e) => return Err(anyhow!("writing the kubernetes EndpointSlice: {e}")),
     }
+    if let Some(ca) = api.ca_pem() {
+        api.ensure(
+            "",
+            "v1",
+            "configmaps",
+            Some("kube-public"),
+            cluster_info(&format!("https://{advertise}:{port}"), &ca),
+        )
+        .await?;
+    }
     Ok(())
+}
+
+/// `kube-public/cluster-info` as kubeadm writes it: a kubeconfig without credentials, naming the
+/// server and its CA. The controller manager publishes that CA as `kube-root-ca.crt` in every
+/// namespace.
+fn cluster_info(server: &str, ca_pem: &str) -> Value {
+    use base64::Engine;
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: \"\"\n  cluster:\n    certificate-authority-data: {ca}\n    server: {server}\ncontexts: null\ncurrent-context: \"\"\npreferences: {{}}\nusers: null\n"
+    );
+    json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cluster-info", "namespace": "kube-public"},
+        "data": {"kubeconfig": kubeconfig}})
 }

@@ -127,3 +127,37 @@ mod tests {
         assert!(sync(&store, c.path(), "wrong").await.is_err());
     }
 }
+
+/// The header carrying HMAC-SHA256(token, CA PEM) on `/cacerts`, so that an agent holding the
+/// token can tell the real cluster CA from one a man in the middle offers.
+pub const CA_HMAC_HEADER: &str = "kapal-ca-hmac";
+
+/// The cluster CA as agents fetch it from `/cacerts`.
+#[derive(Debug, Clone)]
+pub struct CaBundle {
+    pem: String,
+    hmac: String,
+}
+
+impl CaBundle {
+    /// The CA `pem`, vouched for by `token`.
+    pub fn new(pem: &str, token: &str) -> CaBundle {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, token.as_bytes());
+        let tag = ring::hmac::sign(&key, pem.as_bytes());
+        CaBundle { pem: pem.to_string(), hmac: tag.as_ref().iter().map(|b| format!("{b:02x}")).collect() }
+    }
+
+    /// The CA certificate, PEM.
+    pub fn pem(&self) -> &str {
+        &self.pem
+    }
+
+    pub(crate) fn response(&self) -> hyper::Response<axum::body::Body> {
+        let mut resp =
+            crate::http::bytes_response(http::StatusCode::OK, "application/x-pem-file", self.pem.as_bytes().to_vec());
+        if let Ok(v) = http::HeaderValue::from_str(&self.hmac) {
+            resp.headers_mut().insert(CA_HMAC_HEADER, v);
+        }
+        resp
+    }
+}

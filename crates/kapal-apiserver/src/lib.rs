@@ -25,6 +25,8 @@ mod output;
 mod patch;
 pub mod pki;
 mod podqos;
+mod priority;
+mod quota;
 pub mod resources;
 pub mod route;
 mod server;
@@ -121,6 +123,8 @@ pub struct ApiServer {
     pub(crate) service_cidr: ServiceCidr,
     openapi: openapi::OpenApi,
     ready: AtomicBool,
+    /// The CA that agents fetch from `/cacerts` before they trust the server.
+    cacerts: std::sync::OnceLock<join::CaBundle>,
 }
 
 /// Maps a store error to the Status a client sees.
@@ -168,6 +172,7 @@ impl ApiServer {
             service_cidr,
             openapi: openapi::OpenApi::default(),
             ready: AtomicBool::new(false),
+            cacerts: std::sync::OnceLock::new(),
         }))
     }
 
@@ -265,6 +270,10 @@ impl ApiServer {
                     "platform": format!("{}/{}", std::env::consts::OS, go_arch()),
                 }),
             ),
+            "/cacerts" => match self.cacerts.get() {
+                Some(bundle) => bundle.response(),
+                None => error_response(&ApiError::no_route()),
+            },
             "/healthz" | "/livez" => {
                 http::bytes_response(::http::StatusCode::OK, "text/plain; charset=utf-8", b"ok".to_vec())
             }
@@ -294,6 +303,16 @@ impl ApiServer {
             ),
             _ => error_response(&ApiError::no_route()),
         }
+    }
+
+    /// Publishes the cluster CA at `/cacerts`, vouched for by the join token.
+    pub(crate) fn set_cacerts(&self, bundle: join::CaBundle) {
+        let _ = self.cacerts.set(bundle);
+    }
+
+    /// The cluster CA certificate (PEM), once the PKI is loaded.
+    pub(crate) fn ca_pem(&self) -> Option<String> {
+        self.cacerts.get().map(|b| b.pem().to_string())
     }
 
     /// Marks the server ready (`/readyz` 200).

@@ -92,6 +92,7 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
     // Servers sharing a store share the CA and admin identity (the token unlocks them).
     crate::join::sync(&api.store, &config.data_dir.join("tls"), &token).await?;
     let pki = Pki::load_or_create(&config.data_dir.join("tls"), &sans)?;
+    api.set_cacerts(crate::join::CaBundle::new(&pki.ca.cert, &token));
 
     let listener = TcpListener::bind((config.bind_address, config.port)).await.with_context(|| {
         format!("listening on {}:{} (--bind-address/--https-listen-port)", config.bind_address, config.port)

@@ -136,6 +136,9 @@ on_both_stores!(
     unauthenticated_requests_get_401,
     autoscalers_are_served_at_v1_and_v2_from_one_store,
     events_written_as_events_k8s_io_are_core_events_too,
+    evictions_honour_disruption_budgets,
+    agents_fetch_a_ca_vouched_for_by_the_token,
+    pods_take_the_priority_of_their_class,
 );
 
 fn cm(name: &str, data: serde_json::Value) -> ConfigMap {
@@ -468,4 +471,103 @@ async fn events_written_as_events_k8s_io_are_core_events_too(backend: Backend) {
     assert_eq!(core.involved_object.kind.as_deref(), Some("Pod"));
     assert_eq!(core.reporting_component.as_deref(), Some("kapal/agent"));
     assert_eq!(new_api.list(&ListParams::default()).await.unwrap().items[0].reason.as_deref(), Some("Pulled"));
+}
+
+async fn evictions_honour_disruption_budgets(backend: Backend) {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use kube::api::EvictParams;
+    let s = server_on(backend, HISTORY).await;
+    // kube-rs retries 429s by default (for minutes); drain-like callers want the answer.
+    let kubeconfig = kube::config::Kubeconfig::from_yaml(&s.running.kubeconfig).unwrap();
+    let mut cfg = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    cfg.default_retry = false;
+    let client = Client::try_from(cfg).unwrap();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    for name in ["web-1", "web-2", "other"] {
+        let app = if name == "other" { "other" } else { "web" };
+        let pod = json!({"metadata": {"name": name, "labels": {"app": app}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+        pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+        pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&running)).await.unwrap();
+    }
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
+    let pdb =
+        json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
+    pdbs.create(&PostParams::default(), &serde_json::from_value(pdb).unwrap()).await.unwrap();
+    let budget = |allowed: i64| {
+        json!({"status": {"observedGeneration": 1, "disruptionsAllowed": allowed, "currentHealthy": 2,
+            "desiredHealthy": 1, "expectedPods": 2}})
+    };
+
+    // A pod no budget covers goes at once.
+    pods.evict("other", &EvictParams::default()).await.unwrap();
+    assert!(pods.get_opt("other").await.unwrap().is_none_or(|p| p.metadata.deletion_timestamp.is_some()));
+
+    // A budget the controller has not processed yet, then one with no disruptions left: 429.
+    let unprocessed = pods.evict("web-1", &EvictParams::default()).await.unwrap_err();
+    assert!(matches!(unprocessed, kube::Error::Api(ref e) if e.code == 429), "{unprocessed:?}");
+    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&budget(0))).await.unwrap();
+    let refused = pods.evict("web-1", &EvictParams::default()).await.unwrap_err();
+    match refused {
+        kube::Error::Api(e) => {
+            assert_eq!((e.code, e.reason.as_str()), (429, "TooManyRequests"));
+            assert_eq!(e.message, "Cannot evict pod as it would violate the pod's disruption budget.");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(pods.get("web-1").await.unwrap().metadata.deletion_timestamp.is_none());
+
+    // One disruption allowed: the first eviction spends it, the second is refused.
+    pdbs.patch_status("web", &PatchParams::default(), &Patch::Merge(&budget(1))).await.unwrap();
+    pods.evict("web-1", &EvictParams::default()).await.unwrap();
+    let status = pdbs.get("web").await.unwrap().status.unwrap();
+    assert_eq!(status.disruptions_allowed, 0);
+    assert!(status.disrupted_pods.unwrap().contains_key("web-1"));
+    let second = pods.evict("web-2", &EvictParams::default()).await.unwrap_err();
+    assert!(matches!(second, kube::Error::Api(ref e) if e.code == 429), "{second:?}");
+    let missing = pods.evict("nope", &EvictParams::default()).await.unwrap_err();
+    assert!(matches!(missing, kube::Error::Api(ref e) if e.code == 404), "{missing:?}");
+}
+
+async fn agents_fetch_a_ca_vouched_for_by_the_token(backend: Backend) {
+    let s = server_on(backend, HISTORY).await;
+    let request = http::Request::get("/cacerts").body(Vec::new()).unwrap();
+    let pem = s.client.request_text(request).await.unwrap();
+    assert_eq!(pem, s.running.pki.ca.cert);
+    // Anyone may fetch it: the HMAC under the token is what an agent checks.
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-D", "-", &format!("{}/cacerts", s.running.loopback_url())])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert!(text.contains("kapal-ca-hmac: "), "{text}");
+    assert!(text.contains("-----begin certificate-----"), "{text}");
+}
+
+async fn pods_take_the_priority_of_their_class(backend: Backend) {
+    use k8s_openapi::api::core::v1::Pod;
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let s = server_on(backend, HISTORY).await;
+    let classes: Api<PriorityClass> = Api::all(s.client.clone());
+    let high = json!({"metadata": {"name": "high"}, "value": 1000, "preemptionPolicy": "Never"});
+    classes.create(&PostParams::default(), &serde_json::from_value(high).unwrap()).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod = |name: &str, class: &str| {
+        serde_json::from_value::<Pod>(json!({"metadata": {"name": name},
+            "spec": {"priorityClassName": class, "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap()
+    };
+    let created = pods.create(&PostParams::default(), &pod("important", "high")).await.unwrap();
+    let spec = created.spec.unwrap();
+    assert_eq!((spec.priority, spec.preemption_policy.as_deref()), (Some(1000), Some("Never")));
+    let refused = pods.create(&PostParams::default(), &pod("lost", "nope")).await.unwrap_err();
+    match refused {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 403);
+            assert_eq!(e.message, "pods \"lost\" is forbidden: no PriorityClass with name nope was found");
+        }
+        other => panic!("{other:?}"),
+    }
 }

@@ -6,8 +6,13 @@
 
 mod api;
 mod etcd;
+mod loadgen;
+mod proxy;
+mod scheduler;
+mod server;
 mod stats;
 mod store;
+mod workloads;
 
 use std::path::PathBuf;
 
@@ -29,6 +34,12 @@ enum Scenario {
     Api(api::Args),
     /// Store: SQLite vs etcd writes, watch fan-out, compaction under churn.
     Store(store::Args),
+    /// Mesh proxy: added latency (open-loop), throughput and RSS, direct vs proxy vs mTLS pair.
+    Proxy(proxy::Args),
+    /// Scheduler: SchedulingBasic (5,000 nodes), anti-affinity, topology spread.
+    Scheduler(scheduler::Args),
+    /// Controllers: a 1,000-replica rollout on simulated nodes; RSS with 5,000 nodes and 50,000 pods.
+    Workloads(workloads::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,6 +50,9 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Api(args) => api::run(&cli.kapal, args).await,
             Scenario::Store(args) => store::run(args).await,
+            Scenario::Proxy(args) => proxy::run(args).await,
+            Scenario::Scheduler(args) => scheduler::run(&cli.kapal, args).await,
+            Scenario::Workloads(args) => workloads::run(&cli.kapal, args).await,
         }
     })
 }

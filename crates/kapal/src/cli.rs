@@ -22,6 +22,38 @@ pub enum Command {
     Server(ServerArgs),
     /// Run a one-node cluster in one process.
     Up(ServerArgs),
+    /// Run a node agent that joins a server.
+    Agent(AgentArgs),
+    /// Run the mesh sidecar proxy.
+    Proxy(kapal_mesh::ProxyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// The API server to join, e.g. https://10.0.0.1:6443.
+    #[arg(long, env = "KAPAL_URL")]
+    pub server: String,
+    /// The cluster token (the server's --token, or <server data-dir>/token).
+    #[arg(long, env = "KAPAL_TOKEN")]
+    pub token: String,
+    /// Where the agent keeps its state [default: /var/lib/kapal/agent as root, else $HOME/.kapal/agent]
+    #[arg(long, short = 'd')]
+    pub data_dir: Option<PathBuf>,
+    /// Node name (with --simulate: the prefix of the simulated nodes' names) [default: the hostname]
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Register this many simulated nodes whose pods only pretend to run (for tests and benchmarks).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub simulate: Option<u32>,
+    /// CPU capacity of each simulated node.
+    #[arg(long, default_value = "32", requires = "simulate")]
+    pub simulate_cpu: String,
+    /// Memory capacity of each simulated node.
+    #[arg(long, default_value = "256Gi", requires = "simulate")]
+    pub simulate_memory: String,
+    /// Pod capacity of each simulated node.
+    #[arg(long, default_value_t = 110, requires = "simulate")]
+    pub simulate_pods: u32,
 }
 
 #[derive(Debug, Args)]
@@ -78,6 +110,50 @@ pub struct ServerArgs {
     /// Do not run the controllers in this process.
     #[arg(long)]
     pub disable_controllers: bool,
+    /// How often the node lifecycle controller checks nodes.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub node_monitor_period: std::time::Duration,
+    /// How long a node may miss heartbeats before it is marked Unknown.
+    #[arg(long, default_value = "50s", value_parser = parse_duration)]
+    pub node_monitor_grace_period: std::time::Duration,
+    /// The same for a node that never posted its status.
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    pub node_startup_grace_period: std::time::Duration,
+    /// Controllers to run: `*` for all, `name` to enable, `-name` to disable (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "*")]
+    pub controllers: Vec<String>,
+    /// Do not run the scheduler in this process.
+    #[arg(long)]
+    pub disable_scheduler: bool,
+    /// Nodes per second that may newly be tainted NoExecute (their pods evicted), per zone.
+    #[arg(long, default_value_t = 0.1)]
+    pub node_eviction_rate: f64,
+}
+
+/// A duration as Kubernetes flags write them: `300ms`, `40s`, `5m`, `1h`, `1m30s`.
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let mut total = std::time::Duration::ZERO;
+    let mut rest = s.trim();
+    if rest.is_empty() {
+        return Err("empty duration".into());
+    }
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(digits);
+        let unit_len = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(unit_len);
+        let value: f64 = number.parse().map_err(|_| format!("invalid duration {s:?}: expected e.g. 40s or 5m"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => return Err(format!("invalid duration {s:?}: unit must be ms, s, m or h")),
+        };
+        total += std::time::Duration::from_secs_f64(seconds);
+        rest = next;
+    }
+    Ok(total)
 }
 
 fn is_root() -> bool {
@@ -110,7 +186,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Server(args) => serve(args, false).await,
         Command::Up(args) => serve(args, true).await,
+        Command::Agent(args) => agent(args).await,
+        Command::Proxy(args) => Ok(kapal_mesh::run(args).await?),
     }
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.clone().unwrap_or_else(|| default_data_dir().join("agent"));
+    let Some(nodes) = args.simulate else {
+        anyhow::bail!("the container-running node agent is not built yet; run simulated nodes with --simulate N")
+    };
+    for (flag, value) in [("--simulate-cpu", &args.simulate_cpu), ("--simulate-memory", &args.simulate_memory)] {
+        kapal_api::validation::quantity::parse(value).map_err(|e| anyhow::anyhow!("{flag} {value:?}: {e}"))?;
+    }
+    let client = kapal_node::connect::connect(&args.server, &args.token, &data_dir).await?;
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let sim = kapal_node::simulate::Simulation {
+        nodes: nodes as usize,
+        prefix: args.node_name.clone().unwrap_or_else(|| format!("{}-sim", host.trim())),
+        cpu: args.simulate_cpu.clone(),
+        memory: args.simulate_memory.clone(),
+        pods: args.simulate_pods,
+    };
+    tokio::select! {
+        result = kapal_node::simulate::run(client, sim) => result?,
+        _ = wait_for_signal() => tracing::info!("shutting down"),
+    }
+    Ok(())
 }
 
 async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
@@ -141,7 +243,15 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
         // Stable across restarts, so a restarted server resumes leading at once.
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         let identity = format!("{}_{}", host.trim(), running.addr.port());
-        tokio::spawn(run_controllers(client, identity));
+        let settings = kapal_controllers::settings::Settings {
+            node_monitor_period: args.node_monitor_period,
+            node_monitor_grace_period: args.node_monitor_grace_period,
+            node_startup_grace_period: args.node_startup_grace_period,
+            node_eviction_rate: args.node_eviction_rate,
+            controllers: args.controllers.clone(),
+            ..Default::default()
+        };
+        tokio::spawn(run_controllers(client, identity, settings, !args.disable_scheduler));
     }
     if up {
         eprintln!(
@@ -156,22 +266,43 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the controllers while this server holds the controller-manager Lease, so that several
-/// servers on one store run one set of controllers.
-async fn run_controllers(client: kube::Client, identity: String) {
+/// Runs the controllers and the scheduler, each while this server holds its Lease, so that several
+/// servers on one store run one set of each.
+async fn run_controllers(
+    client: kube::Client,
+    identity: String,
+    settings: kapal_controllers::settings::Settings,
+    scheduler: bool,
+) {
+    let controllers = lead(client.clone(), "kapal-controller-manager", identity.clone(), move |client| {
+        kapal_controllers::run_with(client, settings.clone())
+    });
+    if scheduler {
+        let scheduler = lead(client, "kapal-scheduler", identity, kapal_scheduler::run);
+        tokio::join!(controllers, scheduler);
+    } else {
+        controllers.await;
+    }
+}
+
+async fn lead<F, Fut>(client: kube::Client, lease: &str, identity: String, component: F)
+where
+    F: Fn(kube::Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     use kapal_controllers::leader::{LeaderElector, Timing};
     let leases = kube::Api::namespaced(client.clone(), "kube-system");
-    let mut elector = LeaderElector::new(leases, "kapal-controller-manager", &identity, Timing::default());
+    let mut elector = LeaderElector::new(leases, lease, &identity, Timing::default());
     loop {
-        let client = client.clone();
+        let run = component(client.clone());
         elector
             .run(|| async move {
-                if let Err(e) = kapal_controllers::run(client).await {
-                    tracing::error!(error = %e, "controllers stopped");
+                if let Err(e) = run.await {
+                    tracing::error!(error = %e, lease, "component stopped");
                 }
             })
             .await;
-        tracing::info!("controllers are not leading; campaigning again");
+        tracing::info!(lease, "not leading; campaigning again");
     }
 }
 
@@ -197,5 +328,21 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_read_like_kubernetes_flags() {
+        assert_eq!(parse_duration("40s"), Ok(Duration::from_secs(40)));
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert!(parse_duration("5").unwrap_err().contains("unit"));
+        assert!(parse_duration("").is_err());
+        assert!(parse_duration("x1s").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The generic resource handlers: one code path for every resource, driven by the registry.
 
 pub(crate) mod delete;
+mod eviction;
 mod list;
 mod read;
 mod subresource;

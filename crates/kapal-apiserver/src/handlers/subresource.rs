@@ -1,4 +1,4 @@
-//! Subresources: status, scale, pods/binding, pods/log, namespaces/finalize.
+//! Subresources: status, scale, pods/binding, pods/eviction, pods/log, namespaces/finalize.
 
 use http::{Method, StatusCode};
 use kapal_api::ApiError;
@@ -28,6 +28,7 @@ impl ApiServer {
             }
             ("scale", Method::PUT | Method::PATCH) => self.write_scale(ctx).await?,
             ("binding", Method::POST) => self.bind(ctx).await?,
+            ("eviction", Method::POST) => self.evict(ctx).await?,
             ("log", Method::GET) => return Err(self.log_unavailable(ctx).await),
             ("finalize", Method::PUT) => self.finalize(ctx).await?,
             (_, method) => {

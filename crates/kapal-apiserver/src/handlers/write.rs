@@ -306,6 +306,8 @@ impl ApiServer {
         if self.cache.get(&key).is_some() {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
         }
+        self.admit_priority(ctx, &mut obj)?;
+        self.admit_quota(ctx, &obj, dry_run).await?;
         let allocated = self.allocate(&ctx.served, &mut obj, None, dry_run).await?;
         if dry_run {
             return Ok(Arc::new(obj));

@@ -151,6 +151,53 @@ impl Cluster {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+
+    /// The cluster token (in the data dir unless given with --token).
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("data/token")).expect("the server's token").trim().to_string()
+    }
+
+    /// Starts `kapal agent --simulate nodes` with node names `<prefix>-<i>`, and waits until the
+    /// nodes are registered.
+    pub fn simulated_nodes(&self, prefix: &str, nodes: usize) -> Agent {
+        let data = self.dir.path().join(format!("agent-{prefix}"));
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("agent-{prefix}.log")))
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_kapal"))
+            .args(["agent", "--server", &format!("https://127.0.0.1:{}", self.port), "--token", &self.token()])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--node-name", prefix, "--simulate", &nodes.to_string()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting kapal agent");
+        let agent = Agent { child };
+        let k = &kubectls()[0];
+        let last = format!("{prefix}-{}", nodes - 1);
+        let registered = eventually(30, || self.kubectl(k, &["get", "node", &last]).status.success());
+        assert!(registered, "simulated nodes did not register; agent log:\n{}", self.agent_log(prefix));
+        agent
+    }
+
+    pub fn agent_log(&self, prefix: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{prefix}.log"))).unwrap_or_default()
+    }
+}
+
+/// A running `kapal agent`, killed on drop.
+pub struct Agent {
+    child: Child,
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 impl Drop for Cluster {

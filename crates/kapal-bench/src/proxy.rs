@@ -1,0 +1,330 @@
+//! The mesh proxy scenario (issue 5): added latency, throughput and memory of `kapal proxy`.
+//!
+//! One run measures, side by side: the backend directly; through one proxy (plaintext); and
+//! through a client-side + server-side proxy pair with mutual TLS, as in a mesh. The proxies
+//! run as child processes (this binary re-executed with the hidden `--serve` flag, which calls
+//! `kapal_mesh::run`, the same entry point as `kapal proxy`), pinned to CPU 1 with `taskset`
+//! when it exists, so that their RSS is their own and their CPU is one core.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::json;
+
+use crate::loadgen::{self, Proto};
+use crate::stats::{Samples, rss_mib};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Seconds per latency measurement.
+    #[arg(long, default_value_t = 5)]
+    duration: u64,
+    /// Request rates (req/s) of the latency figures.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    rates: Vec<u32>,
+    /// HTTP/1.1 connections of the load generator.
+    #[arg(long, default_value_t = 32)]
+    connections: usize,
+    /// Idle connections held open for the memory figure.
+    #[arg(long, default_value_t = 10_000)]
+    idle_connections: usize,
+    /// Internal: serve as a proxy with this config (the scenario runs itself as the proxy).
+    #[arg(long, hide = true)]
+    serve: Option<PathBuf>,
+    /// Internal: identity directory of the served proxy.
+    #[arg(long, hide = true)]
+    identity_dir: Option<PathBuf>,
+    /// Internal: admin address of the served proxy.
+    #[arg(long, hide = true)]
+    admin: Option<SocketAddr>,
+}
+
+struct ProxyProcess {
+    child: Child,
+}
+
+impl Drop for ProxyProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_addr() -> anyhow::Result<SocketAddr> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+async fn spawn_proxy(config: &Path, identity: Option<&Path>) -> anyhow::Result<ProxyProcess> {
+    let admin = free_addr()?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = pinned(&exe.to_string_lossy());
+    cmd.arg("proxy").arg("--serve").arg(config).arg("--admin").arg(admin.to_string());
+    if let Some(dir) = identity {
+        cmd.arg("--identity-dir").arg(dir);
+    }
+    let child = cmd.stdout(Stdio::null()).spawn()?;
+    let proxy = ProxyProcess { child };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(mut s) = tokio::net::TcpStream::connect(admin).await {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            s.write_all(b"GET /ready HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").await?;
+            let mut out = String::new();
+            s.read_to_string(&mut out).await?;
+            if out.starts_with("HTTP/1.1 200") {
+                return Ok(proxy);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    anyhow::bail!("proxy with {} did not become ready", config.display())
+}
+
+fn pinned(program: &str) -> Command {
+    if Path::new("/usr/bin/taskset").exists() {
+        let mut c = Command::new("/usr/bin/taskset");
+        c.args(["-c", "1", program]);
+        c
+    } else {
+        Command::new(program)
+    }
+}
+
+/// HAProxy and nginx (Debian packages) as plain HTTP/1.1 reverse proxies with one worker,
+/// when installed; each is ready once its port accepts connections.
+async fn baselines(dir: &Path, app: SocketAddr) -> anyhow::Result<Vec<(&'static str, SocketAddr, ProxyProcess)>> {
+    let mut out = Vec::new();
+    if Path::new("/usr/sbin/haproxy").exists() {
+        let addr = free_addr()?;
+        let cfg = dir.join("haproxy.cfg");
+        std::fs::write(
+            &cfg,
+            format!(
+                "global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind {addr}\n  default_backend b\nbackend b\n  server app {app}\n"
+            ),
+        )?;
+        let child =
+            pinned("/usr/sbin/haproxy").arg("-f").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
+        out.push(("HAProxy", addr, ProxyProcess { child }));
+    }
+    if Path::new("/usr/sbin/nginx").exists() {
+        let addr = free_addr()?;
+        let prefix = dir.join("nginx");
+        std::fs::create_dir_all(prefix.join("logs"))?;
+        let cfg = prefix.join("nginx.conf");
+        std::fs::write(
+            &cfg,
+            format!(
+                "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log stderr crit;\npid {pid};\nevents {{ worker_connections 9000; }}\nhttp {{\n  access_log off;\n  upstream app {{ server {app}; keepalive 64; }}\n  server {{\n    listen {addr};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+                pid = prefix.join("nginx.pid").display()
+            ),
+        )?;
+        let child = pinned("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        out.push(("nginx", addr, ProxyProcess { child }));
+    }
+    for (name, addr, _) in &out {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            anyhow::ensure!(Instant::now() < deadline, "{name} did not start listening on {addr}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(out)
+}
+
+/// A tiny HTTP/1.1 + HTTP/2 backend answering `ok`.
+async fn backend() -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Mesh CA plus identities for the client- and server-side proxies.
+fn write_identities(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let ca_key = rcgen::KeyPair::generate()?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new())?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca.self_signed(&ca_key)?.pem();
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let mut dirs = Vec::new();
+    for sa in ["client", "server"] {
+        let key = rcgen::KeyPair::generate()?;
+        let mut leaf = rcgen::CertificateParams::new(Vec::<String>::new())?;
+        leaf.subject_alt_names = vec![rcgen::SanType::URI(spiffe(sa).as_str().try_into()?)];
+        let cert = leaf.signed_by(&key, &issuer)?;
+        let d = dir.join(sa);
+        std::fs::create_dir_all(&d)?;
+        std::fs::write(d.join("ca.pem"), &ca_pem)?;
+        std::fs::write(d.join("cert.pem"), cert.pem())?;
+        std::fs::write(d.join("key.pem"), key.serialize_pem())?;
+        dirs.push(d);
+    }
+    Ok((dirs[0].clone(), dirs[1].clone()))
+}
+
+fn spiffe(sa: &str) -> String {
+    format!("spiffe://cluster.local/ns/bench/sa/{sa}")
+}
+
+const HEAD: &str = "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\n";
+
+fn row(name: &str, value: String, target: &str) {
+    println!("| {name} | {value} | {target} |");
+    eprintln!("{}", json!({"scenario": "proxy", "figure": name, "value": value, "target": target}));
+}
+
+fn ms(x: f64) -> String {
+    format!("{x:.3} ms")
+}
+
+/// Child mode: be the proxy.
+async fn serve(args: &Args, config: PathBuf) -> anyhow::Result<()> {
+    let proxy_args = kapal_mesh::ProxyArgs {
+        config: Some(config),
+        admin: args.admin.unwrap_or(([127, 0, 0, 1], 4191).into()),
+        identity_dir: args.identity_dir.clone(),
+        cert: None,
+        key: None,
+        ca: None,
+        control_plane: None,
+        detect_timeout: kapal_mesh::config::Duration(Duration::from_millis(300)),
+        drain_timeout: kapal_mesh::config::Duration(Duration::from_secs(1)),
+        max_connections: 50_000,
+        reload_interval: kapal_mesh::config::Duration(Duration::from_secs(1)),
+        outbound: None,
+        inbound: None,
+        access_log: false,
+    };
+    Ok(kapal_mesh::run(proxy_args).await?)
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(config) = args.serve.clone() {
+        return serve(&args, config).await;
+    }
+    let dir = tempfile::tempdir()?;
+    let app = backend().await?;
+    let (client_id, server_id) = write_identities(dir.path())?;
+    let (plain, idle, mesh_out, mesh_in) = (free_addr()?, free_addr()?, free_addr()?, free_addr()?);
+    let plain_cfg = dir.path().join("plain.yaml");
+    std::fs::write(
+        &plain_cfg,
+        format!(
+            "{HEAD}services:
+  - {{name: app, listen: '{plain}', endpoints: [{{address: '{app}'}}]}}
+  - {{name: idle, listen: '{idle}', protocol: http1, endpoints: [{{address: '{app}'}}]}}
+"
+        ),
+    )?;
+    let client_cfg = dir.path().join("client.yaml");
+    std::fs::write(
+        &client_cfg,
+        format!(
+            "{HEAD}services:\n  - {{name: app, listen: '{mesh_out}', endpoints: [{{address: '{mesh_in}', identity: '{}'}}]}}\n",
+            spiffe("server")
+        ),
+    )?;
+    let server_cfg = dir.path().join("server.yaml");
+    std::fs::write(
+        &server_cfg,
+        format!("{HEAD}inbound: [{{listen: '{mesh_in}', forwardPort: {}, requireMtls: true}}]\n", app.port()),
+    )?;
+    let one = spawn_proxy(&plain_cfg, None).await?;
+    let server = spawn_proxy(&server_cfg, Some(&server_id)).await?;
+    let client = spawn_proxy(&client_cfg, Some(&client_id)).await?;
+
+    println!("| figure | measured | target |\n|---|---|---|");
+    row("proxy RSS idle", format!("{:.1} MiB", rss_mib(one.child.id())), "≤ 15 MB");
+    let duration = Duration::from_secs(args.duration);
+    let others = baselines(dir.path(), app).await?;
+    let mut targets = vec![("direct", app), ("kapal proxy", plain), ("kapal mesh pair (mTLS)", mesh_out)];
+    for proto in [Proto::H1, Proto::H2] {
+        for &rate in &args.rates {
+            let mut baseline: Option<Samples> = None;
+            // HAProxy and nginx are configured for HTTP/1.1 only.
+            let h1_only = others.iter().map(|(name, addr, _)| (*name, *addr)).filter(|_| proto == Proto::H1);
+            for (name, addr) in targets.iter().copied().chain(h1_only) {
+                // Warm connection pools and the peak-EWMA estimates first.
+                loadgen::open_loop(addr, proto, rate, Duration::from_millis(500), args.connections).await?;
+                let run = loadgen::open_loop(addr, proto, rate, duration, args.connections).await?;
+                let s = &run.samples;
+                let label = format!("{proto:?} {rate} req/s {name}");
+                row(
+                    &format!("{label}: p50/p99/p99.9"),
+                    format!(
+                        "{} / {} / {} ({:.0} req/s, {} errors)",
+                        ms(s.pct_ms(50.0)),
+                        ms(s.pct_ms(99.0)),
+                        ms(s.pct_ms(99.9)),
+                        run.achieved_rps,
+                        run.errors
+                    ),
+                    "",
+                );
+                match &baseline {
+                    None => baseline = Some(run.samples),
+                    Some(b) => {
+                        let added = |p| s.pct_ms(p) - b.pct_ms(p);
+                        let target =
+                            if name == "kapal proxy" && rate <= 1000 { "p50 ≤ 0.1 ms, p99 ≤ 0.5 ms" } else { "" };
+                        row(
+                            &format!("{label}: added p50/p99/p99.9"),
+                            format!("{} / {} / {}", ms(added(50.0)), ms(added(99.0)), ms(added(99.9))),
+                            target,
+                        );
+                    }
+                }
+            }
+        }
+    }
+    targets.extend(others.iter().map(|(name, addr, _)| (*name, *addr)));
+    for (name, addr) in targets {
+        let rps = loadgen::max_throughput(addr, duration, 64).await?;
+        row(&format!("max throughput HTTP/1.1, 64 connections, {name}"), format!("{rps:.0} req/s"), "");
+    }
+    row("proxy RSS after load", format!("{:.1} MiB", rss_mib(one.child.id())), "");
+    let mut held = Vec::with_capacity(args.idle_connections);
+    for _ in 0..args.idle_connections {
+        match tokio::net::TcpStream::connect(idle).await {
+            Ok(s) => held.push(s),
+            Err(e) => {
+                eprintln!("stopped opening idle connections at {}: {e}", held.len());
+                break;
+            }
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    row(
+        &format!("proxy RSS with {} idle connections", held.len()),
+        format!("{:.1} MiB", rss_mib(one.child.id())),
+        "≤ 60 MB at 10,000",
+    );
+    drop(held);
+    drop((client, server));
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! The innermost layer: pick an endpoint of the backend (P2C over peak EWMA) and send.
+
+use std::sync::Arc;
+
+use http::{StatusCode, Uri, Version, header};
+use hyper_util::rt::TokioIo;
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::{ProxyError, Req, ResFuture, route_ctx};
+use crate::balance::{Outcome, Transition, p2c};
+use crate::client::SendError;
+use crate::metrics::EndpointLabels;
+use crate::state::{Endpoint, ServiceRt, Shared};
+
+/// Sends each request to one endpoint of the backend chosen by the router.
+#[derive(Clone)]
+pub struct Balance {
+    shared: Arc<Shared>,
+}
+
+impl Balance {
+    /// The balancer.
+    pub fn new(shared: Arc<Shared>) -> Self {
+        Balance { shared }
+    }
+
+    async fn run(self, mut req: Req) -> Result<super::Res, ProxyError> {
+        let ctx = route_ctx(&req)?;
+        let backend = &ctx.backend;
+        let lb = &backend.cfg.load_balancer;
+        let picked = {
+            let mut rng = rand::rng();
+            p2c(&backend.endpoints, lb, || rng.random::<f64>()).cloned()
+        };
+        let ep = picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint;
+        // An HTTP/1.1 upgrade (WebSocket, …) is forwarded as HTTP/1.1 and then tunnelled.
+        let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
+        let h2 = upgrade.is_none() && backend.upstream_h2().unwrap_or(req.version() == Version::HTTP_2);
+        *req.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
+        *req.uri_mut() = absolute_uri(&req, ep.addr)?;
+        let mut in_flight = InFlight { shared: &self.shared, backend, ep: &ep, start: Instant::now(), done: false };
+        let res = {
+            let _pending = ep.stats.start();
+            ep.client.send(req, h2).await
+        };
+        let outcome = match &res {
+            Ok(r) if r.status().is_server_error() => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        in_flight.finish(outcome, res.is_ok());
+        let res = match (res, upgrade) {
+            (Ok(mut res), Some(downstream)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let upstream = hyper::upgrade::on(&mut res);
+                tokio::spawn(tunnel(downstream, upstream));
+                Ok(res)
+            }
+            (res, _) => res,
+        };
+        res.map_err(|e| match e {
+            SendError::Connect(e) => ProxyError::Connect(e),
+            SendError::Io(e) => ProxyError::Upstream(e),
+        })
+    }
+}
+
+fn is_upgrade(req: &Req) -> bool {
+    req.version() == Version::HTTP_11
+        && req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+}
+
+/// Copies bytes both ways once client and upstream have both switched protocols.
+async fn tunnel(downstream: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (down, up) = match tokio::try_join!(downstream, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "upgrade failed");
+            return;
+        }
+    };
+    let (mut down, mut up) = (TokioIo::new(down), TokioIo::new(up));
+    if let Err(error) = tokio::io::copy_bidirectional(&mut down, &mut up).await {
+        tracing::debug!(%error, "upgraded connection ended with an error");
+    }
+}
+
+/// Bookkeeping of one attempt. When the attempt is cancelled (a timeout fired), dropping it
+/// still counts the elapsed time as latency and the attempt as a failure, so that a hanging
+/// endpoint gets expensive for the balancer and can be ejected.
+struct InFlight<'a> {
+    shared: &'a Shared,
+    backend: &'a ServiceRt,
+    ep: &'a Endpoint,
+    start: Instant,
+    done: bool,
+}
+
+impl InFlight<'_> {
+    fn finish(&mut self, outcome: Outcome, answered: bool) {
+        self.done = true;
+        let lb = &self.backend.cfg.load_balancer;
+        if answered {
+            self.ep.stats.observe_rtt(lb, self.start.elapsed());
+        }
+        let (service, endpoint) = (&self.backend.cfg.name, self.ep.addr);
+        match self.ep.stats.record(self.backend.cfg.outlier_detection.as_ref(), outcome) {
+            Transition::Ejected => {
+                tracing::warn!(%service, %endpoint, "endpoint ejected after failures");
+                let labels = EndpointLabels { service: service.clone(), endpoint: endpoint.to_string() };
+                self.shared.metrics.ejections.get_or_create(&labels).inc();
+            }
+            Transition::Recovered => tracing::info!(%service, %endpoint, "endpoint recovered"),
+            Transition::None => {}
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.ep.stats.observe_rtt(&self.backend.cfg.load_balancer, self.start.elapsed());
+            self.finish(Outcome::Failure, false);
+        }
+    }
+}
+
+/// `http://<original authority><path>`: hyper's client wants absolute URIs; the authority is
+/// kept for `Host`/`:authority`, the connector decides where to connect.
+fn absolute_uri(req: &Req, fallback: std::net::SocketAddr) -> Result<Uri, ProxyError> {
+    let authority = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
+        .unwrap_or_else(|| fallback.to_string());
+    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    format!("http://{authority}{pq}").parse().map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))
+}
+
+impl tower::Service<Req> for Balance {
+    type Response = super::Res;
+    type Error = ProxyError;
+    type Future = ResFuture;
+
+    fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), ProxyError>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Req) -> ResFuture {
+        Box::pin(self.clone().run(req))
+    }
+}

@@ -1,0 +1,122 @@
+//! The HTTP request path as a stack of small tower services.
+//!
+//! Outbound: [`ErrorResponses`] → [`Router`] → [`Observe`] → [`Fault`] → [`RequestTimeout`] →
+//! [`Retry`] → [`Balance`]. Inbound: [`ErrorResponses`] → [`InboundTarget`] → [`Authorize`] →
+//! [`Observe`] → [`Balance`] (to the local application). Each layer reads what it needs from
+//! request extensions ([`ConnInfo`], [`RouteCtx`]) and nothing else.
+
+mod authz;
+mod balance;
+mod error;
+mod fault;
+mod observe;
+mod retry;
+mod router;
+mod timeout;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+pub use authz::{Authorize, authorize, authorize_tcp};
+pub use balance::Balance;
+pub use error::{ErrorResponses, ProxyError};
+pub use fault::Fault;
+pub use observe::Observe;
+pub use retry::Retry;
+pub use router::{InboundTarget, Router};
+pub use timeout::RequestTimeout;
+
+use crate::route::Rule;
+use crate::state::{InboundKey, ServiceRt, Shared};
+use crate::{Body, BoxError};
+
+/// A request inside the proxy.
+pub type Req = http::Request<Body>;
+/// A response inside the proxy.
+pub type Res = http::Response<Body>;
+/// Boxed future of a layer.
+pub type ResFuture = Pin<Box<dyn Future<Output = Result<Res, ProxyError>> + Send>>;
+
+/// The connection a request arrived on.
+#[derive(Debug, Clone)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub remote: SocketAddr,
+    /// The client's SPIFFE ID when it connected with mesh mTLS.
+    pub client_identity: Option<Arc<str>>,
+    /// `inbound` or `outbound`.
+    pub direction: &'static str,
+}
+
+/// The routing decision for a request.
+#[derive(Clone)]
+pub struct RouteCtx {
+    /// The service the request was addressed to.
+    pub service: Arc<ServiceRt>,
+    /// The rule that matched.
+    pub rule: Arc<Rule>,
+    /// The backend service chosen by the traffic split.
+    pub backend: Arc<ServiceRt>,
+}
+
+/// A layer's inner service.
+pub trait Inner:
+    tower::Service<Req, Response = Res, Error = ProxyError, Future = ResFuture> + Clone + Send + 'static
+{
+}
+impl<S> Inner for S where
+    S: tower::Service<Req, Response = Res, Error = ProxyError, Future = ResFuture> + Clone + Send + 'static
+{
+}
+
+fn route_ctx(req: &Req) -> Result<RouteCtx, ProxyError> {
+    req.extensions().get::<RouteCtx>().cloned().ok_or(ProxyError::Internal("request has no route"))
+}
+
+/// A full body from bytes.
+pub fn full(bytes: impl Into<bytes::Bytes>) -> Body {
+    use http_body_util::BodyExt;
+    http_body_util::Full::new(bytes.into()).map_err(|never| -> BoxError { match never {} }).boxed_unsync()
+}
+
+/// The outbound request stack.
+pub type OutboundStack = ErrorResponses<Router<Observe<Fault<RequestTimeout<Retry<Balance>>>>>>;
+/// The inbound request stack.
+pub type InboundStack = ErrorResponses<InboundTarget<Authorize<Observe<Balance>>>>;
+
+/// The outbound stack for the service named `service`.
+pub fn outbound(shared: Arc<Shared>, service: String) -> OutboundStack {
+    let balance = Balance::new(shared.clone());
+    let inner = Observe::new(shared.clone(), Fault::new(RequestTimeout::new(Retry::new(shared.clone(), balance))));
+    ErrorResponses::new(Router::new(shared, service, inner))
+}
+
+/// The inbound stack for the local application identified by `key`.
+pub fn inbound(shared: Arc<Shared>, key: InboundKey) -> InboundStack {
+    let inner = Authorize::new(shared.clone(), Observe::new(shared.clone(), Balance::new(shared.clone())));
+    ErrorResponses::new(InboundTarget::new(shared, key, inner))
+}
+
+/// Implements `tower::Service` for a layer struct with an `inner` field whose logic lives in an
+/// `async fn run(self, req) -> Result<Res, ProxyError>` method; the inner service is always
+/// ready (readiness is decided per request, e.g. by the balancer).
+macro_rules! layer_service {
+    ($name:ident) => {
+        impl<S: $crate::http::Inner> tower::Service<$crate::http::Req> for $name<S> {
+            type Response = $crate::http::Res;
+            type Error = $crate::http::ProxyError;
+            type Future = $crate::http::ResFuture;
+
+            fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: $crate::http::Req) -> Self::Future {
+                Box::pin(self.clone().run(req))
+            }
+        }
+    };
+}
+pub(crate) use layer_service;

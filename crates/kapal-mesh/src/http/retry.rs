@@ -1,0 +1,101 @@
+//! Retries with a budget, a replay buffer for small bodies and a per-try timeout.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::Body as _;
+
+use super::{Inner, ProxyError, Req, Res, full, layer_service, route_ctx};
+use crate::config::RetryPolicy;
+use crate::metrics::RetryLabels;
+use crate::state::Shared;
+
+/// Retries failed attempts as the route's retry policy allows, within the service's budget.
+#[derive(Clone)]
+pub struct Retry<S> {
+    shared: Arc<Shared>,
+    inner: S,
+}
+
+fn retryable(policy: &RetryPolicy, res: &Result<Res, ProxyError>) -> bool {
+    match res {
+        Ok(r) => {
+            policy.codes.contains(&r.status().as_u16())
+                || r.headers()
+                    .get("grpc-status")
+                    .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())
+                    .is_some_and(|code| policy.grpc_codes.contains(&code))
+        }
+        // The request never left: safe for any method.
+        Err(ProxyError::Connect(_)) => policy.on_connect_failure,
+        Err(ProxyError::Upstream(_) | ProxyError::TryTimeout) => policy.on_reset,
+        Err(_) => false,
+    }
+}
+
+fn replay(parts: &http::request::Parts, body: &Bytes) -> Req {
+    let mut req = http::Request::new(full(body.clone()));
+    *req.method_mut() = parts.method.clone();
+    *req.uri_mut() = parts.uri.clone();
+    *req.version_mut() = parts.version;
+    *req.headers_mut() = parts.headers.clone();
+    *req.extensions_mut() = parts.extensions.clone();
+    req
+}
+
+impl<S: Inner> Retry<S> {
+    /// Wraps `inner`.
+    pub fn new(shared: Arc<Shared>, inner: S) -> Self {
+        Retry { shared, inner }
+    }
+
+    async fn attempt(&mut self, req: Req, per_try: Option<std::time::Duration>) -> Result<Res, ProxyError> {
+        let fut = self.inner.call(req);
+        match per_try {
+            None => fut.await,
+            Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| ProxyError::TryTimeout)?,
+        }
+    }
+
+    async fn run(mut self, req: Req) -> Result<Res, ProxyError> {
+        let ctx = route_ctx(&req)?;
+        ctx.service.budget.deposit();
+        let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
+        let Some(policy) = ctx.rule.retry.as_ref() else { return self.attempt(req, per_try).await };
+        // Only bodies of known, small size are buffered for replay; streams go through once.
+        if req.body().size_hint().upper().is_none_or(|n| n > policy.max_body_bytes) {
+            return self.attempt(req, per_try).await;
+        }
+        let (parts, body) = req.into_parts();
+        // The size hint is exact for Content-Length bodies and hyper enforces it, so this is bounded.
+        let body = match body.collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => return Err(ProxyError::BadRequest(format!("reading request body: {e}"))),
+        };
+        let labels = |result: &'static str| RetryLabels {
+            service: ctx.service.cfg.name.clone(),
+            route: ctx.rule.name.clone(),
+            result,
+        };
+        let mut retries = 0;
+        loop {
+            let res = self.attempt(replay(&parts, &body), per_try).await;
+            if retries >= policy.attempts || !retryable(policy, &res) {
+                return res;
+            }
+            if !ctx.service.budget.try_withdraw() {
+                self.shared.metrics.retries.get_or_create(&labels("budget_exhausted")).inc();
+                return res;
+            }
+            retries += 1;
+            self.shared.metrics.retries.get_or_create(&labels("retried")).inc();
+            tracing::debug!(attempt = retries, "retrying");
+            if let Some(backoff) = policy.backoff.and_then(|d| d.enabled()) {
+                tokio::time::sleep(backoff).await;
+            }
+        }
+    }
+}
+
+layer_service!(Retry);

@@ -1,0 +1,453 @@
+//! Listeners: accept, detect the protocol (bounded), terminate mesh TLS, then serve HTTP through
+//! the tower stack or forward opaque TCP.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tower::Service;
+
+use crate::balance::p2c;
+use crate::config::{Action, Protocol};
+use crate::http::{self as stack, ConnInfo, Req, Res};
+use crate::io::ServerIo;
+use crate::metrics::{DirectionLabels, ResultLabels};
+use crate::state::{InboundKey, Shared};
+use crate::tls::{ALPN_HTTP, ALPN_TCP};
+use crate::{BoxError, ProxyOptions};
+
+/// What a listener is for.
+#[derive(Debug, Clone)]
+pub enum Kind {
+    /// Outbound traffic to the named service.
+    Outbound(String),
+    /// Inbound traffic for a local application.
+    Inbound(InboundKey),
+    /// Redirected outbound traffic: the service is found by the original destination; unknown
+    /// destinations are passed through as TCP.
+    TransparentOutbound,
+    /// Redirected inbound traffic: forwarded to 127.0.0.1 at the original destination port.
+    TransparentInbound,
+}
+
+impl Kind {
+    fn direction(&self) -> &'static str {
+        match self {
+            Kind::Outbound(_) | Kind::TransparentOutbound => "outbound",
+            Kind::Inbound(_) | Kind::TransparentInbound => "inbound",
+        }
+    }
+}
+
+/// Reads the destination a connection had before it was redirected to the proxy. A seam: the
+/// kernel answers only for traffic redirected by nftables/iptables, tests answer themselves.
+pub trait OriginalDst: std::fmt::Debug + Send + Sync + 'static {
+    /// The original destination of `stream`.
+    fn original_dst(&self, stream: &TcpStream) -> std::io::Result<SocketAddr>;
+}
+
+/// `SO_ORIGINAL_DST` (`IP6T_SO_ORIGINAL_DST` for IPv6).
+#[derive(Debug, Default)]
+pub struct SoOriginalDst;
+
+impl OriginalDst for SoOriginalDst {
+    fn original_dst(&self, stream: &TcpStream) -> std::io::Result<SocketAddr> {
+        let sock = socket2::SockRef::from(stream);
+        let addr = if stream.local_addr()?.is_ipv6() { sock.original_dst_v6()? } else { sock.original_dst_v4()? };
+        addr.as_socket().ok_or_else(|| std::io::Error::other("original destination is not an IP address"))
+    }
+}
+
+/// Turns a transparent listener's connection into the kind it really is, or `None` when it was
+/// handled (passed through) or refused here.
+async fn resolve(kind: Kind, stream: &TcpStream, ctx: &ConnCtx) -> Result<Option<Kind>, BoxError> {
+    let original = match kind {
+        Kind::TransparentOutbound | Kind::TransparentInbound => ctx.opts.original_dst.original_dst(stream)?,
+        other => return Ok(Some(other)),
+    };
+    // A client that connected to the listener itself would make the proxy connect to itself.
+    if original == stream.local_addr()? {
+        return Err("connection was not redirected (no original destination)".into());
+    }
+    Ok(Some(match kind {
+        Kind::TransparentInbound => Kind::Inbound(InboundKey::Port(original.port())),
+        _ => match ctx.shared.snapshot().by_address.get(&original) {
+            Some(service) => Kind::Outbound(service.clone()),
+            None => return Ok(None),
+        },
+    }))
+}
+
+/// What the first bytes of a connection say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Detected {
+    /// An HTTP/1 request line or the HTTP/2 preface.
+    Http,
+    /// A TLS ClientHello.
+    Tls,
+    /// Anything else.
+    Opaque,
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+const METHODS: &[&[u8]] =
+    &[b"GET ", b"HEAD ", b"POST ", b"PUT ", b"DELETE ", b"CONNECT ", b"OPTIONS ", b"TRACE ", b"PATCH "];
+
+/// Classifies a connection's first bytes; `None` while more bytes could change the answer.
+pub fn classify(buf: &[u8]) -> Option<Detected> {
+    if buf.is_empty() {
+        return None;
+    }
+    if buf[0] == 0x16 {
+        return Some(Detected::Tls);
+    }
+    let mut undecided = false;
+    for token in std::iter::once(&H2_PREFACE).chain(METHODS) {
+        if buf.len() >= token.len() {
+            if buf.starts_with(token) {
+                return Some(Detected::Http);
+            }
+        } else if token.starts_with(buf) {
+            undecided = true;
+        }
+    }
+    if undecided { None } else { Some(Detected::Opaque) }
+}
+
+/// Reads until [`classify`] decides, EOF, or `timeout`. `None` = timed out (the client waits for
+/// the server to speak first). The bytes read are returned for replay.
+pub async fn detect<S: AsyncRead + Unpin>(io: &mut S, timeout: Duration) -> (Option<Detected>, BytesMut) {
+    let mut buf = BytesMut::with_capacity(32);
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Err(_) => return (None, buf),
+            Ok(Ok(0)) | Ok(Err(_)) => return (Some(Detected::Opaque), buf),
+            Ok(Ok(_)) => {
+                if let Some(d) = classify(&buf) {
+                    return (Some(d), buf);
+                }
+            }
+        }
+    }
+}
+
+/// Reads the rest of the first TLS record into `buf` and tells whether its ClientHello asks for
+/// a mesh ALPN protocol. The bytes stay in `buf` for replay.
+pub async fn is_mesh_hello<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if buf.len() >= 5 {
+            let len = 5 + usize::from(u16::from_be_bytes([buf[3], buf[4]]));
+            if buf.len() >= len || len > 5 + 16 * 1024 {
+                break;
+            }
+        }
+        match tokio::time::timeout_at(deadline, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => {}
+            _ => return false,
+        }
+    }
+    let mut acceptor = rustls::server::Acceptor::default();
+    if acceptor.read_tls(&mut &buf[..]).is_err() {
+        return false;
+    }
+    match acceptor.accept() {
+        Ok(Some(accepted)) => {
+            accepted.client_hello().alpn().is_some_and(|mut protos| protos.any(|p| p == ALPN_HTTP || p == ALPN_TCP))
+        }
+        _ => false,
+    }
+}
+
+/// Everything a connection task needs.
+#[derive(Clone)]
+pub struct ConnCtx {
+    /// Shared state.
+    pub shared: Arc<Shared>,
+    /// Limits and timeouts.
+    pub opts: Arc<ProxyOptions>,
+    /// Flips to true when the proxy drains.
+    pub drain: watch::Receiver<bool>,
+    /// Connection slots.
+    pub slots: Arc<Semaphore>,
+}
+
+/// Accepts connections until drained.
+pub async fn accept_loop(listener: TcpListener, kind: Kind, ctx: ConnCtx) {
+    let mut drain = ctx.drain.clone();
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+            _ = drain.changed() => return,
+        };
+        let Ok(permit) = ctx.slots.clone().try_acquire_owned() else {
+            tracing::warn!(%remote, "connection limit reached; closing connection");
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let (kind, ctx) = (kind.clone(), ctx.clone());
+        tokio::spawn(async move {
+            let direction = kind.direction();
+            let labels = DirectionLabels { direction };
+            ctx.shared.metrics.tcp_connections.get_or_create(&labels).inc();
+            ctx.shared.metrics.tcp_open.get_or_create(&labels).inc();
+            if let Err(error) = handle(stream, remote, kind, &ctx).await {
+                tracing::debug!(%remote, %error, "connection ended with an error");
+            }
+            ctx.shared.metrics.tcp_open.get_or_create(&labels).dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx) -> Result<(), BoxError> {
+    let direction = kind.direction();
+    let m = &ctx.shared.metrics;
+    let read = m.tcp_bytes.get_or_create(&ResultLabels { direction, result: "read" }).clone();
+    let written = m.tcp_bytes.get_or_create(&ResultLabels { direction, result: "write" }).clone();
+    let Some(kind) = Box::pin(resolve(kind, &stream, ctx)).await? else {
+        // Not a destination of the mesh: pass the bytes through unchanged.
+        let original = ctx.opts.original_dst.original_dst(&stream)?;
+        let mut upstream = tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(original))
+            .await
+            .map_err(|_| format!("connecting to {original}: timed out"))??;
+        let mut io = ServerIo::new(stream, read, written);
+        Box::pin(tokio::io::copy_bidirectional(&mut io, &mut upstream)).await?;
+        return Ok(());
+    };
+    let mut io = ServerIo::new(stream, read, written);
+    let (protocol, require_mtls) = match &kind {
+        Kind::Outbound(name) => {
+            (ctx.shared.snapshot().services.get(name).map_or(Protocol::Detect, |s| s.cfg.protocol), false)
+        }
+        Kind::Inbound(key) => {
+            ctx.shared.inbound_target(*key).map_or((Protocol::Detect, false), |t| (t.protocol, t.require_mtls))
+        }
+        Kind::TransparentOutbound | Kind::TransparentInbound => (Protocol::Detect, false),
+    };
+    let inbound = matches!(kind, Kind::Inbound(_));
+    // Inbound connections may be mesh TLS whatever the app protocol is, so they are always peeked.
+    let detected = if inbound || protocol == Protocol::Detect {
+        let (mut d, mut buf) = Box::pin(detect(&mut io, ctx.opts.detect_timeout)).await;
+        // TLS that is not addressed to the mesh (an unmeshed client speaking TLS to the app
+        // itself) is the application's business: pass it through like any opaque stream.
+        if inbound
+            && d == Some(Detected::Tls)
+            && !Box::pin(is_mesh_hello(&mut io, &mut buf, ctx.opts.detect_timeout)).await
+        {
+            d = Some(Detected::Opaque);
+        }
+        io.rewind(buf.freeze());
+        let result = match d {
+            Some(Detected::Http) => "http",
+            Some(Detected::Tls) => "tls",
+            Some(Detected::Opaque) => "opaque",
+            None => "timeout",
+        };
+        m.detect.get_or_create(&ResultLabels { direction, result }).inc();
+        d
+    } else {
+        if protocol != Protocol::Opaque {
+            // hyper allocates an 8 KiB read buffer on its first read; an idle HTTP connection
+            // waits here instead, for the price of the socket (bounded like a header read).
+            let readable = Box::pin(tokio::time::timeout(ctx.opts.header_read_timeout, io.get_ref().readable())).await;
+            if !matches!(readable, Ok(Ok(()))) {
+                return Ok(());
+            }
+        }
+        None
+    };
+    match kind {
+        Kind::Outbound(service) => {
+            let info = ConnInfo { remote, client_identity: None, direction };
+            if as_http(protocol, inbound, detected) {
+                Box::pin(serve_http(io, Stack::new(stack::outbound(ctx.shared.clone(), service)), info, ctx)).await
+            } else {
+                Box::pin(forward_outbound_tcp(io, &service, ctx)).await
+            }
+        }
+        Kind::Inbound(listen) if detected == Some(Detected::Tls) => {
+            let Some(tls) = &ctx.shared.tls else { return Err("TLS connection but the proxy has no identity".into()) };
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            // Boxed, like the other per-protocol futures, so an idle connection's task stays small.
+            let tls_stream = match Box::pin(acceptor.accept(io)).await {
+                Ok(s) => s,
+                Err(e) => {
+                    m.tls_handshakes.get_or_create(&ResultLabels { direction, result: "error" }).inc();
+                    return Err(e.into());
+                }
+            };
+            m.tls_handshakes.get_or_create(&ResultLabels { direction, result: "ok" }).inc();
+            let conn = tls_stream.get_ref().1;
+            let identity = conn.peer_certificates().and_then(|c| c.first()).and_then(crate::tls::peer_identity);
+            let opaque = conn.alpn_protocol() == Some(ALPN_TCP);
+            if opaque || protocol == Protocol::Opaque {
+                Box::pin(forward_inbound_tcp(tls_stream, listen, identity.as_deref(), ctx)).await
+            } else {
+                let info = ConnInfo { remote, client_identity: identity.map(Into::into), direction };
+                Box::pin(serve_http(tls_stream, Stack::new(stack::inbound(ctx.shared.clone(), listen)), info, ctx))
+                    .await
+            }
+        }
+        Kind::TransparentOutbound | Kind::TransparentInbound => Err("unresolved transparent connection".into()),
+        Kind::Inbound(_) if require_mtls => {
+            tracing::info!(%remote, "plaintext connection refused: this listener requires mTLS");
+            Ok(())
+        }
+        Kind::Inbound(listen) => {
+            if as_http(protocol, inbound, detected) {
+                let info = ConnInfo { remote, client_identity: None, direction };
+                Box::pin(serve_http(io, Stack::new(stack::inbound(ctx.shared.clone(), listen)), info, ctx)).await
+            } else {
+                Box::pin(forward_inbound_tcp(io, listen, None, ctx)).await
+            }
+        }
+    }
+}
+
+/// Whether a plaintext connection is served as HTTP: hints first, detection otherwise.
+fn as_http(protocol: Protocol, inbound: bool, detected: Option<Detected>) -> bool {
+    match protocol {
+        Protocol::Opaque => false,
+        Protocol::Http1 | Protocol::Http2 | Protocol::Grpc => detected != Some(Detected::Opaque) || !inbound,
+        Protocol::Detect => detected == Some(Detected::Http),
+    }
+}
+
+fn to_proxy_request(req: http::Request<Incoming>, info: &ConnInfo) -> Req {
+    let mut req = req.map(box_incoming);
+    req.extensions_mut().insert(info.clone());
+    req
+}
+
+fn box_incoming(body: Incoming) -> crate::Body {
+    body.map_err(box_error).boxed_unsync()
+}
+
+fn box_error(e: hyper::Error) -> BoxError {
+    Box::new(e)
+}
+
+/// A whole request stack, boxed so that connection tasks are not generic over it.
+pub type Stack = tower::util::BoxCloneService<Req, Res, Infallible>;
+
+async fn serve_http<I>(io: I, stack: Stack, info: ConnInfo, ctx: &ConnCtx) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+        stack.clone().call(to_proxy_request(req, &info))
+    });
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(ctx.opts.header_read_timeout)
+        .max_buf_size(ctx.opts.max_header_bytes.max(8192))
+        .max_headers(ctx.opts.max_headers);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(ctx.opts.max_header_bytes).unwrap_or(u32::MAX));
+    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    tokio::pin!(conn);
+    let mut drain = ctx.drain.clone();
+    tokio::select! {
+        res = conn.as_mut() => res,
+        _ = drain.changed() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    }
+}
+
+async fn forward_outbound_tcp<I>(mut io: I, service: &str, ctx: &ConnCtx) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    let snapshot = ctx.shared.snapshot();
+    let svc = snapshot.services.get(service).ok_or("service no longer configured")?;
+    let picked = {
+        let mut rng = rand::rng();
+        p2c(&svc.endpoints, &svc.cfg.load_balancer, || rand::Rng::random::<f64>(&mut rng)).cloned()
+    };
+    let ep = picked.ok_or("no available endpoints")?.endpoint;
+    let _pending = ep.stats.start();
+    let mut upstream = ep.client.connector.connect(true).await?;
+    tokio::io::copy_bidirectional(&mut io, &mut upstream).await?;
+    Ok(())
+}
+
+async fn forward_inbound_tcp<I>(
+    mut io: I,
+    key: InboundKey,
+    identity: Option<&str>,
+    ctx: &ConnCtx,
+) -> Result<(), BoxError>
+where
+    I: AsyncRead + AsyncWrite + Send + Unpin,
+{
+    if stack::authorize_tcp(&ctx.shared.snapshot().config.authorization, identity) == Action::Deny {
+        tracing::info!(client = ?identity, "TCP connection denied by authorization policy");
+        return Ok(());
+    }
+    let local = ctx.shared.inbound_target(key).ok_or("inbound target no longer configured")?.service;
+    let ep = local.endpoints.first().ok_or("no local endpoint")?.endpoint.clone();
+    let mut upstream = ep.client.connector.connect(true).await?;
+    tokio::io::copy_bidirectional(&mut io, &mut upstream).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classifies_first_bytes() {
+        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Some(Detected::Http));
+        assert_eq!(classify(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"), Some(Detected::Http));
+        assert_eq!(classify(&[0x16, 3, 1]), Some(Detected::Tls));
+        assert_eq!(classify(b"\x00\x00\x00\x01"), Some(Detected::Opaque));
+        assert_eq!(classify(b"EHLO x"), Some(Detected::Opaque));
+        // Prefixes of a method or the preface need more bytes.
+        assert_eq!(classify(b"GE"), None);
+        assert_eq!(classify(b"PRI * HT"), None);
+        assert_eq!(classify(b"P"), None);
+        assert_eq!(classify(b""), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn detection_times_out_when_the_client_waits_for_the_server() {
+        let (mut client, mut server) = tokio::io::duplex(64);
+        let start = tokio::time::Instant::now();
+        let (d, buf) = detect(&mut server, Duration::from_millis(300)).await;
+        assert_eq!(d, None);
+        assert!(buf.is_empty());
+        assert_eq!(start.elapsed(), Duration::from_millis(300));
+        // A split request line is reassembled.
+        let task = tokio::spawn(async move { detect(&mut server, Duration::from_secs(1)).await });
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"PO").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::io::AsyncWriteExt::write_all(&mut client, b"ST /x HTTP/1.1\r\n").await.unwrap();
+        let (d, buf) = task.await.unwrap();
+        assert_eq!(d, Some(Detected::Http));
+        assert!(buf.starts_with(b"POST /x"));
+    }
+}

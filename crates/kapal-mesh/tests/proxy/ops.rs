@@ -1,0 +1,215 @@
+//! Admin endpoints, config hot reload, protocol detection, limits and graceful drain.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use kapal_mesh::config::ProxyConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::*;
+
+#[tokio::test]
+async fn admin_serves_metrics_health_and_config() {
+    let b = ok_backend("b").await;
+    let p = proxy(&format!("services: [{{name: web, listen: 127.0.0.1:0, endpoints: [{{address: '{}'}}]}}]\n", b.addr))
+        .await;
+    assert_eq!(get(&h1_client(), format!("{}/x", url(&p, "web").await)).await.status, StatusCode::OK);
+    assert_eq!(admin(&p, "/live").await.status, StatusCode::OK);
+    assert_eq!(admin(&p, "/ready").await.status, StatusCode::OK);
+    let config = admin(&p, "/config").await;
+    assert_eq!(ProxyConfig::from_json(&config.body).unwrap(), *p.config());
+    let metrics = admin(&p, "/metrics").await.body;
+    for want in [
+        r#"kapal_proxy_requests_total{direction="outbound",service="web",route="default",backend="web",status_class="2xx",client_identity=""} 1"#,
+        r#"kapal_proxy_request_duration_seconds_count{direction="outbound",service="web",route="default",backend="web"} 1"#,
+        r#"kapal_proxy_tcp_connections_total{direction="outbound"} 1"#,
+        r#"kapal_proxy_protocol_detections_total{direction="outbound",result="http"} 1"#,
+    ] {
+        assert!(metrics.contains(want), "missing {want} in\n{metrics}");
+    }
+    assert!(metrics.contains(r#"kapal_proxy_tcp_bytes_total{direction="outbound",result="read"}"#));
+}
+
+#[tokio::test]
+async fn config_reload_under_load_fails_no_request_and_bad_configs_are_rejected() {
+    let (a, b) = (ok_backend("a").await, ok_backend("b").await);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("proxy.yaml");
+    let config = |backend: std::net::SocketAddr| {
+        format!("{HEAD}services: [{{name: web, listen: '127.0.0.1:0', endpoints: [{{address: '{backend}'}}]}}]\n")
+    };
+    std::fs::write(&path, config(a.addr)).unwrap();
+    let p = Arc::new(
+        kapal_mesh::Proxy::start(ProxyConfig::from_yaml(&config(a.addr)).unwrap(), options(), None).await.unwrap(),
+    );
+    let watcher = tokio::spawn(p.clone().watch_config_file(path.clone(), Duration::from_millis(10)));
+    let base = url(&p, "web").await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let mut load = Vec::new();
+    for _ in 0..4 {
+        let (stop, ok, failed, base) = (stop.clone(), ok.clone(), failed.clone(), base.clone());
+        load.push(tokio::spawn(async move {
+            let client = h1_client();
+            while !stop.load(Ordering::SeqCst) {
+                match client.get(format!("{base}/").parse().unwrap()).await {
+                    Ok(res) if res.status() == StatusCode::OK => ok.fetch_add(1, Ordering::SeqCst),
+                    _ => failed.fetch_add(1, Ordering::SeqCst),
+                };
+            }
+        }));
+    }
+    let wait_for = |addr: std::net::SocketAddr| {
+        let p = p.clone();
+        async move {
+            for _ in 0..200 {
+                if p.config().services[0].endpoints[0].address == addr {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            panic!("config with {addr} was not applied");
+        }
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::write(&path, config(b.addr)).unwrap();
+    wait_for(b.addr).await;
+    let b_before = b.hits();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(b.hits() > b_before, "traffic moved to the new backend");
+    // Broken YAML, then a config that fails validation: both rejected, b keeps serving.
+    std::fs::write(&path, "apiVersion: [").unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    std::fs::write(&path, format!("{HEAD}services: [{{name: web, endpoints: [{{address: '{}', weight: 1}}], routes: [{{backendRefs: [{{name: ghost}}]}}]}}]\n", a.addr)).unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(p.config().services[0].endpoints[0].address, b.addr);
+    std::fs::write(&path, config(a.addr)).unwrap();
+    wait_for(a.addr).await;
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    stop.store(true, Ordering::SeqCst);
+    for t in load {
+        t.await.unwrap();
+    }
+    watcher.abort();
+    assert_eq!(failed.load(Ordering::SeqCst), 0);
+    assert!(ok.load(Ordering::SeqCst) > 50);
+    let metrics = admin(&p, "/metrics").await.body;
+    assert!(metrics.contains(r#"kapal_proxy_config_reloads_total{direction="local",result="ok"} 2"#), "{metrics}");
+    assert!(metrics.contains(r#"kapal_proxy_config_reloads_total{direction="local",result="error"} 2"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn reload_adds_and_removes_listeners() {
+    let b = ok_backend("b").await;
+    let p = proxy("services: []\n").await;
+    assert!(p.outbound_addr("web").await.is_none());
+    let cfg = format!("{HEAD}services: [{{name: web, listen: 127.0.0.1:0, endpoints: [{{address: '{}'}}]}}]\n", b.addr);
+    p.reload(ProxyConfig::from_yaml(&cfg).unwrap()).await.unwrap();
+    let addr = p.outbound_addr("web").await.expect("listener added");
+    assert_eq!(get(&h1_client(), format!("http://{addr}/")).await.status, StatusCode::OK);
+    p.reload(ProxyConfig::from_yaml(&format!("{HEAD}services: []\n")).unwrap()).await.unwrap();
+    assert!(p.outbound_addr("web").await.is_none());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "removed listener still accepts");
+}
+
+#[tokio::test]
+async fn server_speaks_first_protocols_do_not_stall() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"* OK mysql-ish greeting\r\n").await;
+        }
+    });
+    // No protocol hint: the proxy has to detect, and the client says nothing first.
+    let p = proxy(&format!("services: [{{name: db, listen: 127.0.0.1:0, endpoints: [{{address: '{app}'}}]}}]\n")).await;
+    let started = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(p.outbound_addr("db").await.unwrap()).await.unwrap();
+    let mut greeting = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut greeting)).await.unwrap().unwrap();
+    assert_eq!(&greeting, b"* OK");
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(1), "{waited:?}");
+    let metrics = admin(&p, "/metrics").await.body;
+    assert!(
+        metrics.contains(r#"kapal_proxy_protocol_detections_total{direction="outbound",result="timeout"} 1"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn oversized_and_slow_headers_are_refused() {
+    let b = ok_backend("b").await;
+    let yaml = format!(
+        "{HEAD}services: [{{name: web, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{}'}}]}}]\n",
+        b.addr
+    );
+    let opts = kapal_mesh::ProxyOptions {
+        header_read_timeout: Duration::from_millis(200),
+        max_header_bytes: 8192,
+        ..options()
+    };
+    let p = kapal_mesh::Proxy::start(ProxyConfig::from_yaml(&yaml).unwrap(), opts, None).await.unwrap();
+    let addr = p.outbound_addr("web").await.unwrap();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let big = "a".repeat(20_000);
+    let _ = s.write_all(format!("GET / HTTP/1.1\r\nHost: x\r\nx-big: {big}\r\n\r\n").as_bytes()).await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await.unwrap();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    // Slowloris: headers never finish; the connection is closed after the read timeout.
+    let started = Instant::now();
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(3), s.read_to_end(&mut out)).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(b.hits(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_drains_in_flight_requests() {
+    let slow =
+        backend("slow", Arc::new(|_, _| Reply { status: StatusCode::OK, delay: Duration::from_millis(200) })).await;
+    let p =
+        proxy(&format!("services: [{{name: web, listen: 127.0.0.1:0, endpoints: [{{address: '{}'}}]}}]\n", slow.addr))
+            .await;
+    let base = url(&p, "web").await;
+    let in_flight = tokio::spawn(async move { get(&h1_client(), format!("{base}/")).await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let started = Instant::now();
+    p.shutdown(Duration::from_secs(5)).await;
+    // The request in flight completed; shutdown waited for it, not for the grace period.
+    assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(admin(&p, "/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(tokio::net::TcpStream::connect(p.outbound_addr("web").await.unwrap()).await.is_err());
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed() {
+    let b = ok_backend("b").await;
+    let yaml = format!(
+        "{HEAD}services: [{{name: web, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{}'}}]}}]\n",
+        b.addr
+    );
+    let opts = kapal_mesh::ProxyOptions { max_connections: 2, ..options() };
+    let p = kapal_mesh::Proxy::start(ProxyConfig::from_yaml(&yaml).unwrap(), opts, None).await.unwrap();
+    let addr = p.outbound_addr("web").await.unwrap();
+    let held =
+        [tokio::net::TcpStream::connect(addr).await.unwrap(), tokio::net::TcpStream::connect(addr).await.unwrap()];
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut third = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(2), third.read_to_end(&mut out)).await.unwrap();
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    // Once a slot frees up, new connections are served again.
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(get(&h1_client(), format!("http://{addr}/")).await.status, StatusCode::OK);
+}

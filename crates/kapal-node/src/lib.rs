@@ -1,0 +1,4 @@
+//! Kapal's node agent.
+
+pub mod connect;
+pub mod simulate;

@@ -1,0 +1,341 @@
+//! The scheduler's shared state and its scheduling loop: pop a pod, run the framework against
+//! the cache, assume the pod on the chosen node, and bind it asynchronously.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Node, Pod};
+use tokio::sync::{Notify, Semaphore, watch};
+use tokio::task::JoinSet;
+
+use crate::binder::Binder;
+use crate::cache::Cache;
+use crate::framework::Framework;
+use crate::nominations::Nominations;
+use crate::podinfo::{PodInfo, pod_key};
+use crate::preemption::{self, Candidate};
+use crate::queue::{QueuedPod, SchedulingQueue};
+
+/// The scheduler name this scheduler answers to.
+pub const SCHEDULER_NAME: &str = "default-scheduler";
+/// Bindings (and failure reports) in flight at once.
+pub const BIND_CONCURRENCY: usize = 256;
+/// `Scheduled` events in flight at once; they do not hold up bindings.
+pub const EVENT_CONCURRENCY: usize = 256;
+
+/// Everything the event handlers and the scheduling loop share, behind one lock.
+#[derive(Debug, Default)]
+pub struct State {
+    /// Nodes and the pods on them.
+    pub cache: Cache,
+    /// Pods waiting to be scheduled.
+    pub queue: SchedulingQueue,
+    /// The scheduling algorithm.
+    pub framework: Framework,
+    /// PriorityClass values by name, for pods the API admitted without `spec.priority`.
+    pub priority_classes: HashMap<String, i32>,
+    /// Pods nominated to nodes by preemption.
+    pub nominations: Nominations,
+    /// Pods whose binding is in flight, to requeue if it fails.
+    binding: HashMap<String, QueuedPod>,
+    /// Keys seen since the current relist of pods began.
+    pods_listing: Option<HashSet<String>>,
+    /// Names seen since the current relist of nodes began.
+    nodes_listing: Option<HashSet<String>>,
+}
+
+fn responsible(pod: &Pod) -> bool {
+    pod.spec.as_ref().and_then(|s| s.scheduler_name.as_deref()).is_none_or(|n| n.is_empty() || n == SCHEDULER_NAME)
+}
+
+fn terminal(pod: &Pod) -> bool {
+    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+}
+
+impl State {
+    /// A pod was added or changed. Returns whether pods may have become schedulable.
+    pub fn apply_pod(&mut self, pod: Pod) -> bool {
+        if let Some(seen) = self.pods_listing.as_mut() {
+            seen.insert(pod_key(&pod));
+        }
+        let mut info = PodInfo::new(Arc::new(pod));
+        if let Some(spec) = info.pod.spec.as_ref()
+            && spec.priority.is_none()
+            && let Some(value) = spec.priority_class_name.as_ref().and_then(|c| self.priority_classes.get(c))
+        {
+            info.priority = *value;
+        }
+        let info = Arc::new(info);
+        let key = info.key.clone();
+        if terminal(&info.pod) {
+            self.queue.delete(&key);
+            self.nominations.remove(&key);
+            return self.cache.remove_pod(&key);
+        }
+        if info.node_name().is_some() {
+            self.queue.delete(&key);
+            self.nominations.remove(&key);
+            self.cache.apply_pod(info);
+            return false;
+        }
+        if self.cache.is_assumed(&key) {
+            // A stale version from before our binding; the bound one is on its way.
+            return false;
+        }
+        let mut freed = false;
+        if self.cache.node_of(&key).is_some() {
+            // Same name, new incarnation (deleted and re-created while we were not watching).
+            freed = self.cache.remove_pod(&key);
+        }
+        if let Some(qp) = self.binding.get_mut(&key) {
+            qp.info = info;
+            return freed;
+        }
+        if responsible(&info.pod) && info.pod.metadata.deletion_timestamp.is_none() {
+            let nominated = info.pod.status.as_ref().and_then(|s| s.nominated_node_name.clone());
+            self.nominations.set(&info, nominated.as_deref());
+            self.queue.add_or_update(info);
+        } else {
+            self.nominations.remove(&key);
+            self.queue.delete(&key);
+        }
+        freed
+    }
+
+    /// A pod was deleted. Returns whether pods may have become schedulable.
+    pub fn delete_pod(&mut self, key: &str) -> bool {
+        self.queue.delete(key);
+        self.nominations.remove(key);
+        self.cache.remove_pod(key)
+    }
+
+    /// A node was added or changed. Returns whether pods may have become schedulable.
+    pub fn apply_node(&mut self, node: Node) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        if let Some(seen) = self.nodes_listing.as_mut() {
+            seen.insert(name);
+        }
+        self.cache.apply_node(Arc::new(node))
+    }
+
+    /// A node was deleted.
+    pub fn delete_node(&mut self, name: &str) {
+        self.cache.delete_node(name);
+    }
+
+    /// A relist of pods begins.
+    pub fn pods_relist_started(&mut self) {
+        self.pods_listing = Some(HashSet::new());
+    }
+
+    /// A relist of pods ended: pods not listed were deleted while we were not watching.
+    pub fn pods_relist_done(&mut self) -> bool {
+        let Some(seen) = self.pods_listing.take() else { return false };
+        let mut known: HashSet<String> = self.cache.pod_keys().into_iter().collect();
+        known.extend(self.queue.keys());
+        let mut freed = false;
+        for key in known.difference(&seen) {
+            if !self.binding.contains_key(key) {
+                freed |= self.delete_pod(key);
+            }
+        }
+        freed
+    }
+
+    /// A relist of nodes begins.
+    pub fn nodes_relist_started(&mut self) {
+        self.nodes_listing = Some(HashSet::new());
+    }
+
+    /// A relist of nodes ended: nodes not listed are gone.
+    pub fn nodes_relist_done(&mut self) {
+        let Some(seen) = self.nodes_listing.take() else { return };
+        let gone: Vec<String> = self.cache.node_names().into_iter().filter(|n| !seen.contains(n)).collect();
+        for name in gone {
+            self.delete_node(&name);
+        }
+    }
+
+    /// One scheduling cycle for a popped pod.
+    fn schedule_one(&mut self, qp: QueuedPod) -> Outcome {
+        let info = qp.info.clone();
+        match self.framework.schedule(&info, &self.cache, &self.nominations) {
+            Ok(placement) => {
+                let mut pod = (*info.pod).clone();
+                pod.spec.get_or_insert_default().node_name = Some(placement.node.clone());
+                let assumed = PodInfo { pod: Arc::new(pod), ..(*info).clone() };
+                self.cache.assume(Arc::new(assumed));
+                tracing::debug!(pod = %info.key, node = %placement.node, evaluated = placement.evaluated,
+                    feasible = placement.feasible, "assumed");
+                self.binding.insert(info.key.clone(), qp);
+                Outcome::Bind { pod: info.pod.clone(), node: placement.node }
+            }
+            Err(diagnosis) => {
+                let mut message = diagnosis.message();
+                let reason = if diagnosis.num_nodes == 0 { "SchedulerError" } else { "Unschedulable" };
+                let mut preempt = None;
+                if diagnosis.num_nodes > 0 {
+                    let nominated = self.nominations.node_of(&info.key);
+                    let post = match preemption::ineligible(&info, &self.cache, nominated) {
+                        Some(why) => Err(format!("preemption: {why}")),
+                        None => preemption::find(&info, &self.cache, &diagnosis.per_node),
+                    };
+                    match post {
+                        Ok(candidate) => {
+                            self.nominations.set(&info, Some(&candidate.node));
+                            preempt = Some(candidate);
+                        }
+                        Err(why) => message = format!("{message} {why}"),
+                    }
+                }
+                tracing::info!(pod = %info.key, %message, preempting = ?preempt.as_ref().map(|c| &c.node), "unschedulable");
+                self.queue.add_unschedulable(qp);
+                Outcome::Failed { pod: info.pod.clone(), reason, message, preempt }
+            }
+        }
+    }
+
+    /// The binding of `key` finished; on failure the assumption is dropped and the pod retried.
+    fn bind_finished(&mut self, key: &str, retry: Option<bool>) -> bool {
+        let qp = self.binding.remove(key);
+        let Some(retry) = retry else { return false };
+        let freed = self.cache.forget(key);
+        if freed {
+            self.queue.move_all_unschedulable();
+        }
+        if let (true, Some(qp)) = (retry, qp) {
+            self.queue.add_backoff(qp);
+        }
+        true
+    }
+}
+
+enum Outcome {
+    Bind { pod: Arc<Pod>, node: String },
+    Failed { pod: Arc<Pod>, reason: &'static str, message: String, preempt: Option<Candidate> },
+}
+
+/// What must be listed before the first scheduling cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Informer {
+    /// Nodes.
+    Nodes,
+    /// Pods.
+    Pods,
+    /// PriorityClasses.
+    PriorityClasses,
+}
+
+/// The scheduler: shared state, a wake-up for the loop, and the binder.
+#[derive(Debug)]
+pub struct Scheduler {
+    state: Mutex<State>,
+    wake: Notify,
+    binder: Binder,
+    /// Which informers have listed once.
+    synced: watch::Sender<[bool; 3]>,
+}
+
+impl Scheduler {
+    /// A scheduler writing through `binder`.
+    pub fn new(binder: Binder) -> Scheduler {
+        Scheduler { state: Mutex::default(), wake: Notify::new(), binder, synced: watch::Sender::new([false; 3]) }
+    }
+
+    /// Locks the state (a poisoned lock is still usable: every update leaves it consistent).
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies a change under the lock; moves unschedulable pods and wakes the loop as needed.
+    pub fn update(&self, f: impl FnOnce(&mut State) -> bool) {
+        let mut st = self.state();
+        if f(&mut st) {
+            st.queue.move_all_unschedulable();
+        }
+        drop(st);
+        self.wake.notify_one();
+    }
+
+    /// Marks an informer as listed.
+    pub fn mark_synced(&self, informer: Informer) {
+        self.synced.send_modify(|s| s[informer as usize] = true);
+    }
+
+    /// Moves back-off expiries and long-waiting unschedulable pods to the active queue, every second.
+    pub async fn flush_loop(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tick.tick().await;
+            let moved = self.state().queue.flush();
+            if moved > 0 {
+                self.wake.notify_one();
+            }
+        }
+    }
+
+    /// The scheduling loop; runs until dropped.
+    pub async fn schedule_loop(self: Arc<Self>) {
+        let mut rx = self.synced.subscribe();
+        if rx.wait_for(|s| s.iter().all(|done| *done)).await.is_err() {
+            return;
+        }
+        tracing::info!("caches synced; scheduling");
+        let slots = Arc::new(Semaphore::new(BIND_CONCURRENCY));
+        let event_slots = Arc::new(Semaphore::new(EVENT_CONCURRENCY));
+        let mut tasks = JoinSet::new();
+        loop {
+            while tasks.try_join_next().is_some() {}
+            let Ok(permit) = slots.clone().acquire_owned().await else { return };
+            let outcome = {
+                let mut st = self.state();
+                st.queue.pop().map(|qp| st.schedule_one(qp))
+            };
+            let Some(outcome) = outcome else {
+                drop(permit);
+                let _ = tokio::time::timeout(Duration::from_secs(1), self.wake.notified()).await;
+                continue;
+            };
+            let this = self.clone();
+            match outcome {
+                Outcome::Bind { pod, node } => {
+                    let event_slots = event_slots.clone();
+                    tasks.spawn(async move {
+                        let key = pod_key(&pod);
+                        let result = this.binder.bind(&pod, &node).await;
+                        let retry = match &result {
+                            Ok(()) => None,
+                            Err(e) => {
+                                tracing::warn!(pod = %key, node = %node, error = %e, "binding failed");
+                                Some(!e.is_final())
+                            }
+                        };
+                        let wake = this.state().bind_finished(&key, retry);
+                        if wake {
+                            this.wake.notify_one();
+                        }
+                        drop(permit);
+                        if result.is_ok()
+                            && let Ok(_event_permit) = event_slots.acquire().await
+                        {
+                            this.binder.record_scheduled(&pod, &node).await;
+                        }
+                    });
+                }
+                Outcome::Failed { pod, reason, message, preempt } => {
+                    tasks.spawn(async move {
+                        let nominated = preempt.as_ref().map(|c| c.node.as_str());
+                        if let Some(c) = &preempt {
+                            let victims: Vec<Arc<Pod>> = c.victims.iter().map(|v| v.pod.clone()).collect();
+                            this.binder.preempt(&pod, &c.node, &victims).await;
+                        }
+                        this.binder.record_failure(&pod, reason, &message, nominated).await;
+                        drop(permit);
+                    });
+                }
+            }
+            tokio::task::yield_now().await;
+        }
+    }
+}
