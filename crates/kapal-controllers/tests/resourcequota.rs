@@ -124,6 +124,10 @@ async fn scoped_quotas_count_only_the_pods_in_their_scope() {
     job_pod["spec"]["activeDeadlineSeconds"] = json!(60);
     let _: Pod = create(c, &ns, job_pod).await.unwrap();
     let _: Pod = create(c, &ns, pod("service", "200m", "64Mi")).await.unwrap();
+    // Priority admission refuses a class that does not exist, as upstream does.
+    let classes: Api<k8s_openapi::api::scheduling::v1::PriorityClass> = Api::all(c.clone());
+    let class = json!({"metadata": {"name": "high"}, "value": 1000});
+    classes.create(&Default::default(), &serde_json::from_value(class).unwrap()).await.unwrap();
     let mut high = pod("high", "300m", "64Mi");
     high["spec"]["priorityClassName"] = json!("high");
     let _: Pod = create(c, &ns, high).await.unwrap();
