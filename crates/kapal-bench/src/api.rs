@@ -1,17 +1,16 @@
 //! The API server scenario (issue: API server that real kubectl and client libraries drive).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::{Client, Config};
 use serde_json::json;
 
+use crate::server::{self, Server};
 use crate::stats::{Samples, rss_mib};
 
 #[derive(Debug, clap::Args)]
@@ -33,78 +32,15 @@ pub struct Args {
     starts: usize,
 }
 
-struct Server {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-    kubeconfig: PathBuf,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).unwrap_or(16443)
-}
-
-/// Starts `kapal server` on an empty data dir; returns it and the time to `/readyz` 200.
+/// `kapal server` without controllers: these figures are the API server's alone.
 async fn start(kapal: &Path) -> anyhow::Result<(Server, Duration)> {
     start_with(kapal, &[]).await
 }
 
 async fn start_with(kapal: &Path, extra: &[&str]) -> anyhow::Result<(Server, Duration)> {
-    let dir = tempfile::tempdir()?;
-    let port = free_port();
-    let kubeconfig = dir.path().join("kubeconfig.yaml");
-    let t0 = Instant::now();
-    let child = Command::new(kapal)
-        .args([
-            "server",
-            "--bind-address",
-            "127.0.0.1",
-            "--https-listen-port",
-            &port.to_string(),
-            "--disable-controllers",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("--write-kubeconfig")
-        .arg(&kubeconfig)
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let server = Server { child, port, _dir: dir, kubeconfig };
-    let mut cfg = Config::new(format!("https://127.0.0.1:{port}").parse()?);
-    cfg.accept_invalid_certs = true;
-    let anon = Client::try_from(cfg)?;
-    loop {
-        let req = http::Request::get("/readyz").body(Vec::new())?;
-        if anon.request_text(req).await.is_ok() {
-            break;
-        }
-        if t0.elapsed() > Duration::from_secs(30) {
-            anyhow::bail!("kapal server did not become ready in 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
-    Ok((server, t0.elapsed()))
-}
-
-async fn client(server: &Server) -> anyhow::Result<Client> {
-    for _ in 0..500 {
-        if let Ok(yaml) = std::fs::read_to_string(&server.kubeconfig) {
-            let kc = kube::config::Kubeconfig::from_yaml(&yaml)?;
-            let cfg = Config::from_custom_kubeconfig(kc, &Default::default()).await?;
-            return Ok(Client::try_from(cfg)?);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    anyhow::bail!("no kubeconfig on port {}", server.port)
+    let mut args = vec!["--disable-controllers"];
+    args.extend_from_slice(extra);
+    server::start(kapal, &args).await
 }
 
 fn config_map(name: &str) -> ConfigMap {
@@ -119,7 +55,7 @@ fn config_map(name: &str) -> ConfigMap {
 async fn create_many(server: &Server, n: usize, clients: usize, prefix: &str) -> anyhow::Result<(Samples, Duration)> {
     let mut apis = Vec::new();
     for _ in 0..clients {
-        apis.push(Api::<ConfigMap>::namespaced(client(server).await?, "default"));
+        apis.push(Api::<ConfigMap>::namespaced(server.client().await?, "default"));
     }
     let t0 = Instant::now();
     let mut tasks = Vec::new();
@@ -203,7 +139,7 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         format!("{:.1} MiB", rss_mib(server.child.id())),
         "≤ 120 MB",
     );
-    let api = Api::<ConfigMap>::namespaced(client(&server).await?, "default");
+    let api = Api::<ConfigMap>::namespaced(server.client().await?, "default");
     let mut lists = Samples::default();
     for _ in 0..30 {
         let t = Instant::now();
@@ -216,7 +152,7 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         format!("{:.1} / {:.1} ms", lists.pct_ms(50.0), lists.pct_ms(99.0)),
         "p99 ≤ 100 ms",
     );
-    let raw_client = client(&server).await?;
+    let raw_client = server.client().await?;
     let mut raw = Samples::default();
     for _ in 0..30 {
         let req = http::Request::get("/api/v1/namespaces/default/configmaps").body(Vec::new())?;
@@ -300,9 +236,9 @@ async fn watch_fanout(server: &Server, watchers: usize, writes: usize) -> anyhow
     // Watches share connections over HTTP/2, 100 per client.
     let mut clients = Vec::new();
     for _ in 0..watchers.div_ceil(100) {
-        clients.push(client(server).await?);
+        clients.push(server.client().await?);
     }
-    let writer = Api::<ConfigMap>::namespaced(client(server).await?, "default");
+    let writer = Api::<ConfigMap>::namespaced(server.client().await?, "default");
     let rv = writer.list(&ListParams::default().limit(1)).await?.metadata.resource_version.unwrap_or_default();
     let mut tasks = Vec::new();
     for w in 0..watchers {

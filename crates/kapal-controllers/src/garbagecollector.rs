@@ -256,29 +256,41 @@ impl Collector {
 
     async fn set_owners(&self, uid: &str, object: &Object, owners: &[&OwnerReference]) -> Result<(), Error> {
         let patch = json!({"metadata": {"uid": uid, "ownerReferences": owners}});
+        self.patch_metadata(object, patch, "updating ownerReferences of").await
+    }
+
+    async fn remove_finalizer(&self, uid: &str, object: &Object, finalizer: &str) -> Result<(), Error> {
+        let keep: Vec<&String> = object.finalizers.iter().filter(|f| *f != finalizer).collect();
+        let patch = json!({"metadata": {"uid": uid, "finalizers": keep}});
+        self.patch_metadata(object, patch, "removing a finalizer of").await
+    }
+
+    /// A merge patch of `object`'s metadata, guarded by its uid; an object that is gone or was
+    /// replaced needs nothing more.
+    async fn patch_metadata(
+        &self,
+        object: &Object,
+        patch: serde_json::Value,
+        action: &'static str,
+    ) -> Result<(), Error> {
         let api = self.api(&object.resource, object.namespace.as_deref());
         match api.patch_metadata(&object.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(source) => Err(Error::Api {
-                action: "updating ownerReferences of",
-                kind: object.resource.ar.kind.clone(),
-                name: object.name.clone(),
-                source,
-            }),
+            Err(source) => {
+                Err(Error::Api { action, kind: object.resource.ar.kind.clone(), name: object.name.clone(), source })
+            }
         }
     }
 
+    /// The dependents of `uid` in the graph, with their uids.
+    fn dependents(&self, uid: &str) -> Vec<(String, Object)> {
+        let graph = self.graph();
+        graph.dependents_of(uid).into_iter().filter_map(|d| graph.objects.get(&d).cloned().map(|o| (d, o))).collect()
+    }
+
     async fn orphan_dependents(&self, uid: &str, owner: &Object) -> Result<(), Error> {
-        let dependents: Vec<(String, Object)> = {
-            let graph = self.graph();
-            graph
-                .dependents_of(uid)
-                .into_iter()
-                .filter_map(|d| graph.objects.get(&d).cloned().map(|o| (d, o)))
-                .collect()
-        };
-        for (dependent_uid, dependent) in dependents {
+        for (dependent_uid, dependent) in self.dependents(uid) {
             let keep: Vec<&OwnerReference> = dependent.owners.iter().filter(|o| o.uid != uid).collect();
             self.set_owners(&dependent_uid, &dependent, &keep).await?;
         }
@@ -286,16 +298,8 @@ impl Collector {
     }
 
     async fn delete_dependents(&self, uid: &str, owner: &Object) -> Result<(), Error> {
-        let dependents: Vec<(String, Object)> = {
-            let graph = self.graph();
-            graph
-                .dependents_of(uid)
-                .into_iter()
-                .filter_map(|d| graph.objects.get(&d).cloned().map(|o| (d, o)))
-                .collect()
-        };
         let mut blocking = 0;
-        for (dependent_uid, dependent) in &dependents {
+        for (dependent_uid, dependent) in &self.dependents(uid) {
             let blocks = dependent.owners.iter().any(|o| o.uid == uid && o.block_owner_deletion == Some(true));
             blocking += usize::from(blocks);
             if !dependent.deleting {
@@ -306,22 +310,6 @@ impl Collector {
             self.remove_finalizer(uid, owner, FOREGROUND).await?;
         }
         Ok(())
-    }
-
-    async fn remove_finalizer(&self, uid: &str, object: &Object, finalizer: &str) -> Result<(), Error> {
-        let keep: Vec<&String> = object.finalizers.iter().filter(|f| *f != finalizer).collect();
-        let patch = json!({"metadata": {"uid": uid, "finalizers": keep}});
-        let api = self.api(&object.resource, object.namespace.as_deref());
-        match api.patch_metadata(&object.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => Ok(()),
-            Err(source) => Err(Error::Api {
-                action: "removing a finalizer of",
-                kind: object.resource.ar.kind.clone(),
-                name: object.name.clone(),
-                source,
-            }),
-        }
     }
 }
 
