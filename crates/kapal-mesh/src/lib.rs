@@ -2,18 +2,23 @@
 //!
 //! A stack of small tower layers (routing, metrics, faults, timeouts, retries, balancing) behind
 //! listeners that detect the protocol, terminate mesh mTLS and serve HTTP/1.1, HTTP/2 and gRPC
-//! with hyper, or forward opaque TCP. Config comes from a file (hot-reloaded); the control-plane
-//! stream is a later issue. Entry points: [`run`] for the CLI, [`Proxy`] for embedding and tests.
+//! with hyper, or forward opaque TCP. Config comes from a file (hot-reloaded) or a control-plane
+//! stream ([`control`]). Entry points: [`run`] for the CLI, [`Proxy`] for embedding and
+//! tests.
 
 pub mod admin;
 pub mod balance;
 pub mod budget;
 pub mod client;
 pub mod config;
+pub mod control;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod identity;
 pub mod io;
 pub mod metrics;
+pub mod otlp;
 pub mod route;
 pub mod server;
 pub mod state;
@@ -32,6 +37,7 @@ use tokio::sync::{Mutex, Semaphore, watch};
 use tokio::task::JoinHandle;
 
 use crate::config::ProxyConfig;
+use crate::control::{ControlPlane, ControlPlaneOptions};
 use crate::metrics::{Metrics, ResultLabels};
 use crate::server::{ConnCtx, Kind};
 use crate::state::{InboundKey, Shared};
@@ -70,6 +76,12 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The OTLP exporter could not be set up.
+    #[error(transparent)]
+    Otlp(#[from] otlp::OtlpError),
+    /// The control-plane client could not be set up.
+    #[error(transparent)]
+    ControlPlane(#[from] control::ControlPlaneError),
     /// Flags that do not fit together, or a feature that does not exist yet.
     #[error("{0}")]
     Usage(String),
@@ -98,6 +110,11 @@ pub struct ProxyOptions {
     pub inbound: Option<SocketAddr>,
     /// How transparent listeners learn a connection's original destination.
     pub original_dst: Arc<dyn server::OriginalDst>,
+    /// Where the proxy counts; shared with the control-plane client, which runs before the
+    /// proxy starts.
+    pub metrics: Arc<Metrics>,
+    /// Export one span per request over OTLP/HTTP.
+    pub otlp: Option<otlp::OtlpOptions>,
 }
 
 impl Default for ProxyOptions {
@@ -113,11 +130,28 @@ impl Default for ProxyOptions {
             outbound: None,
             inbound: None,
             original_dst: Arc::new(server::SoOriginalDst),
+            metrics: Arc::new(Metrics::default()),
+            otlp: None,
         }
     }
 }
 
 type ListenerKey = (String, SocketAddr);
+
+const CONTROL_PLANE: &str = "control_plane";
+
+/// Reads documents until a valid one arrives: the proxy's first config.
+async fn first_config(control: &mut ControlPlane, metrics: &Metrics) -> ProxyConfig {
+    loop {
+        match control.next().await {
+            Ok(config) => return config,
+            Err(error) => {
+                metrics.config_reloads.get_or_create(&ResultLabels { direction: CONTROL_PLANE, result: "error" }).inc();
+                tracing::error!(%error, "control-plane config rejected; waiting for a valid one to start");
+            }
+        }
+    }
+}
 
 /// A running proxy.
 pub struct Proxy {
@@ -147,7 +181,9 @@ impl Proxy {
     /// Validates `config`, binds its listeners and the admin server, and starts serving.
     pub async fn start(config: ProxyConfig, opts: ProxyOptions, tls: Option<Arc<MeshTls>>) -> Result<Self, Error> {
         config.validate()?;
-        let shared = Arc::new(Shared::new(config.clone(), Arc::new(Metrics::default()), tls)?);
+        let mut shared = Shared::new(config.clone(), opts.metrics.clone(), tls)?;
+        shared.spans = opts.otlp.clone().map(|o| otlp::start(o, opts.metrics.clone())).transpose()?;
+        let shared = Arc::new(shared);
         shared.access_log.store(opts.access_log, Ordering::Relaxed);
         let (drain, drain_rx) = watch::channel(false);
         let ctx = ConnCtx {
@@ -208,6 +244,11 @@ impl Proxy {
 
     /// Validates and applies a new config; on error the current one keeps serving.
     pub async fn reload(&self, config: ProxyConfig) -> Result<(), Error> {
+        self.reload_from(config, "local").await
+    }
+
+    /// [`Proxy::reload`], counted under `source` (`local` for files, `control_plane`).
+    async fn reload_from(&self, config: ProxyConfig, source: &'static str) -> Result<(), Error> {
         let result = async {
             config.validate()?;
             let shared = self.shared.clone();
@@ -216,8 +257,35 @@ impl Proxy {
         }
         .await;
         let label = if result.is_ok() { "ok" } else { "error" };
-        self.shared.metrics.config_reloads.get_or_create(&ResultLabels { direction: "local", result: label }).inc();
+        self.shared.metrics.config_reloads.get_or_create(&ResultLabels { direction: source, result: label }).inc();
         result
+    }
+
+    /// Applies every document of the control-plane stream, like a file reload: a valid one
+    /// hot-swaps the config, an invalid one is logged and counted
+    /// (`config_reloads{direction="control_plane",result="error"}`) and the last good config
+    /// keeps serving. A document equal to the current config (a reconnect resends it) is
+    /// counted as `unchanged` and not re-applied.
+    pub async fn follow_control_plane(self: Arc<Self>, mut control: ControlPlane) {
+        loop {
+            let result = match control.next().await {
+                Ok(config) if *self.config() == config => {
+                    let labels = ResultLabels { direction: CONTROL_PLANE, result: "unchanged" };
+                    self.shared.metrics.config_reloads.get_or_create(&labels).inc();
+                    continue;
+                }
+                Ok(config) => self.reload_from(config, CONTROL_PLANE).await,
+                Err(e) => {
+                    let labels = ResultLabels { direction: CONTROL_PLANE, result: "error" };
+                    self.shared.metrics.config_reloads.get_or_create(&labels).inc();
+                    Err(e.into())
+                }
+            };
+            match result {
+                Ok(()) => tracing::info!("config from the control plane applied"),
+                Err(error) => tracing::error!(%error, "control-plane config rejected; keeping the last good config"),
+            }
+        }
     }
 
     /// The bound address of the outbound listener of `service`.
@@ -304,7 +372,8 @@ impl Proxy {
 /// `kapal proxy` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ProxyArgs {
-    /// Proxy config file (YAML or JSON); reloaded when it changes.
+    /// Proxy config file (YAML or JSON); reloaded when it changes. With --control-plane it is
+    /// only the config served until the first document arrives (and is not watched).
     #[arg(long, env = "KAPAL_PROXY_CONFIG")]
     pub config: Option<PathBuf>,
     /// Transparent outbound listener: the application's egress redirected here (nftables
@@ -334,9 +403,20 @@ pub struct ProxyArgs {
     /// Mesh trust anchors (PEM).
     #[arg(long, requires = "cert")]
     pub ca: Option<PathBuf>,
-    /// Streaming config endpoint of the mesh control plane. Not implemented yet: rejected.
-    #[arg(long)]
+    /// Streaming config endpoint of the mesh control plane (`http://` or `https://`): a GET whose
+    /// body is newline-delimited JSON ProxyConfig documents; reconnects with back-off.
+    #[arg(long, env = "KAPAL_PROXY_CONTROL_PLANE")]
     pub control_plane: Option<String>,
+    /// Trust anchors (PEM) for an https --control-plane.
+    #[arg(long, requires = "control_plane")]
+    pub control_plane_ca: Option<PathBuf>,
+    /// OpenTelemetry collector (`http://host:4318`): one span per request is exported over
+    /// OTLP/HTTP JSON to `{URL}/v1/traces`.
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
+    /// `service.name` of the exported spans (default `kapal-proxy`).
+    #[arg(long, env = "OTEL_SERVICE_NAME")]
+    pub otlp_service_name: Option<String>,
     /// Timeout for protocol detection before falling back to opaque TCP.
     #[arg(long, default_value = "300ms", value_parser = parse_duration)]
     pub detect_timeout: config::Duration,
@@ -357,14 +437,25 @@ fn parse_duration(s: &str) -> Result<config::Duration, String> {
 
 /// Runs `kapal proxy` until SIGTERM/SIGINT, then drains.
 pub async fn run(args: ProxyArgs) -> Result<(), Error> {
-    if args.control_plane.is_some() {
-        return Err(Error::Usage(
-            "--control-plane: streaming config from the control plane is not implemented yet; use --config".into(),
-        ));
-    }
-    let path = args.config.clone().ok_or_else(|| Error::Usage("--config FILE is required".into()))?;
-    let text = std::fs::read_to_string(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
-    let config = ProxyConfig::from_text(&text)?;
+    let metrics = Arc::new(Metrics::default());
+    let mut control = match &args.control_plane {
+        None => None,
+        Some(url) => {
+            let opts = ControlPlaneOptions { ca: args.control_plane_ca.clone(), ..ControlPlaneOptions::new(url) };
+            Some(ControlPlane::new(opts, metrics.clone())?)
+        }
+    };
+    let config = match (&args.config, &mut control) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.clone(), source })?;
+            ProxyConfig::from_text(&text)?
+        }
+        (None, Some(control)) => {
+            tracing::info!("waiting for the first config from the control plane");
+            first_config(control, &metrics).await
+        }
+        (None, None) => return Err(Error::Usage("--config FILE or --control-plane URL is required".into())),
+    };
     let files = match (&args.identity_dir, &args.cert, &args.key, &args.ca) {
         (Some(dir), ..) => Some(TlsFiles::in_dir(dir)),
         (None, Some(cert), Some(key), Some(ca)) => {
@@ -380,6 +471,14 @@ pub async fn run(args: ProxyArgs) -> Result<(), Error> {
         access_log: args.access_log,
         outbound: args.outbound,
         inbound: args.inbound,
+        metrics,
+        otlp: args.otlp_endpoint.as_ref().map(|endpoint| {
+            let defaults = otlp::OtlpOptions::new(endpoint);
+            otlp::OtlpOptions {
+                service_name: args.otlp_service_name.clone().unwrap_or(defaults.service_name.clone()),
+                ..defaults
+            }
+        }),
         ..ProxyOptions::default()
     };
     let proxy = Arc::new(Proxy::start(config, opts, tls.clone()).await?);
@@ -388,7 +487,11 @@ pub async fn run(args: ProxyArgs) -> Result<(), Error> {
     if let Some(tls) = tls {
         tokio::spawn(tls.watch(every, proxy.shared.metrics.clone()));
     }
-    tokio::spawn(proxy.clone().watch_config_file(path, every));
+    match (control, args.config) {
+        (Some(control), _) => drop(tokio::spawn(proxy.clone().follow_control_plane(control))),
+        (None, Some(path)) => drop(tokio::spawn(proxy.clone().watch_config_file(path, every))),
+        (None, None) => {}
+    }
     wait_for_signal().await;
     tracing::info!("shutting down: draining connections");
     proxy.shutdown(args.drain_timeout.0).await;
@@ -437,12 +540,19 @@ mod tests {
             "--detect-timeout",
             "500ms",
             "--access-log",
+            "--control-plane",
+            "http://kapal:8080/mesh?pod=default/web-0",
+            "--otlp-endpoint",
+            "http://otel:4318",
         ])
         .unwrap();
-        assert_eq!(cli.proxy.outbound, Some("127.0.0.1:4140".parse().unwrap()));
-        assert_eq!(cli.proxy.detect_timeout.0, Duration::from_millis(500));
-        assert!(cli.proxy.access_log);
-        assert_eq!(cli.proxy.admin, "127.0.0.1:4191".parse().unwrap());
+        let cli = cli.proxy;
+        assert_eq!(cli.otlp_endpoint.as_deref(), Some("http://otel:4318"));
+        assert_eq!(cli.control_plane.as_deref(), Some("http://kapal:8080/mesh?pod=default/web-0"));
+        assert_eq!(cli.outbound, Some("127.0.0.1:4140".parse().unwrap()));
+        assert_eq!(cli.detect_timeout.0, Duration::from_millis(500));
+        assert!(cli.access_log);
+        assert_eq!(cli.admin, "127.0.0.1:4191".parse().unwrap());
         // Identity files come either as a directory or as three files.
         assert!(Cli::try_parse_from(["p", "--identity-dir", "/d", "--cert", "/c"]).is_err());
         assert!(Cli::try_parse_from(["p", "--cert", "/c"]).is_err());
@@ -450,12 +560,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn unimplemented_and_missing_inputs_are_reported() {
+    async fn bad_and_missing_inputs_are_reported() {
         let args = |extra: &[&str]| Cli::try_parse_from([&["p"], extra].concat()).unwrap().proxy;
         let err = run(args(&["--control-plane", "https://kapal:8443"])).await.unwrap_err();
-        assert!(err.to_string().contains("not implemented"), "{err}");
+        assert!(err.to_string().contains("--control-plane-ca"), "{err}");
+        let err = run(args(&["--control-plane", "unix:///run/cp.sock"])).await.unwrap_err();
+        assert!(err.to_string().contains("--control-plane \"unix:///run/cp.sock\""), "{err}");
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\n").unwrap();
+        let config = file.path().to_str().unwrap();
+        let err = run(args(&["--config", config, "--otlp-endpoint", "https://otel:4318"])).await.unwrap_err();
+        assert!(err.to_string().contains("--otlp-endpoint \"https://otel:4318\""), "{err}");
         let err = run(args(&[])).await.unwrap_err();
-        assert!(err.to_string().contains("--config"), "{err}");
+        assert!(err.to_string().contains("--config") && err.to_string().contains("--control-plane"), "{err}");
+        assert!(Cli::try_parse_from(["p", "--control-plane-ca", "/ca.pem"]).is_err());
         let err = run(args(&["--config", "/nonexistent/proxy.yaml"])).await.unwrap_err();
         assert!(err.to_string().contains("/nonexistent/proxy.yaml"), "{err}");
     }

@@ -73,6 +73,26 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Just a result.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// What happened.
+    pub result: &'static str,
+}
+
+/// Labels of a mirrored request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The service the original request was addressed to.
+    pub service: String,
+    /// The matched route rule.
+    pub route: String,
+    /// The service the copy went to.
+    pub mirror: String,
+    /// `sent` (answered, whatever the status), `failed`, `body_too_large`, `overloaded`.
+    pub result: &'static str,
+}
+
 /// All metrics of one proxy.
 #[derive(Debug)]
 pub struct Metrics {
@@ -99,6 +119,12 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     /// Certificate reloads (`ok`, `error`).
     pub cert_reloads: Family<ResultLabels, Counter>,
+    /// Control-plane stream events (`connected`, `connect_error`, `disconnected`).
+    pub control_plane_streams: Family<OutcomeLabels, Counter>,
+    /// Requests copied by RequestMirror filters.
+    pub mirrored: Family<MirrorLabels, Counter>,
+    /// OTLP spans (`exported`, `dropped` when the queue was full, `failed` when the export failed).
+    pub spans: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -121,6 +147,9 @@ impl Default for Metrics {
             detect: Family::default(),
             config_reloads: Family::default(),
             cert_reloads: Family::default(),
+            control_plane_streams: Family::default(),
+            mirrored: Family::default(),
+            spans: Family::default(),
         };
         let r = &mut m.registry;
         r.register("requests", "HTTP responses by route, backend, status class and client", m.requests.clone());
@@ -134,6 +163,9 @@ impl Default for Metrics {
         r.register("protocol_detections", "Protocol detection results, incl. timeouts", m.detect.clone());
         r.register("config_reloads", "Config reloads by result", m.config_reloads.clone());
         r.register("certificate_reloads", "Certificate reloads by result", m.cert_reloads.clone());
+        r.register("control_plane_streams", "Control-plane stream events", m.control_plane_streams.clone());
+        r.register("mirrored_requests", "Requests copied by RequestMirror filters", m.mirrored.clone());
+        r.register("otlp_spans", "OTLP spans by result", m.spans.clone());
         m
     }
 }

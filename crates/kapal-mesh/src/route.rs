@@ -1,12 +1,13 @@
-//! HTTPRoute matching, precedence, traffic split and header filters, compiled from config.
+//! HTTPRoute matching, precedence, traffic split, header filters and URL rewrites, compiled from
+//! config.
 
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, header};
 use regex::Regex;
 
-use crate::config::{self, HeaderModifier, HttpRouteFilter, PathMatchType, ValueMatchType};
+use crate::config::{self, HeaderModifier, HttpRouteFilter, PathMatchType, PathModifier, ValueMatchType};
 
 /// The routes of one service, compiled for matching.
 #[derive(Debug)]
@@ -35,6 +36,73 @@ pub struct Rule {
     pub retry: Option<config::RetryPolicy>,
     /// Fault injection.
     pub fault: Option<config::FaultInjection>,
+    /// URLRewrite filter.
+    pub rewrite: Option<Rewrite>,
+    /// RequestMirror filters.
+    pub mirrors: Vec<config::RequestMirror>,
+}
+
+/// A compiled URLRewrite filter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rewrite {
+    /// New `Host` / `:authority`.
+    pub hostname: Option<String>,
+    /// New path.
+    pub path: Option<PathRewrite>,
+}
+
+/// How a URLRewrite changes the path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PathRewrite {
+    /// Replace the whole path.
+    Full(String),
+    /// Replace the matched `prefix` with `replacement`; both are kept without a trailing `/`.
+    Prefix {
+        /// The rule's PathPrefix match value.
+        prefix: String,
+        /// What replaces it.
+        replacement: String,
+    },
+}
+
+impl PathRewrite {
+    /// The rewritten path, following Gateway API's ReplacePrefixMatch table: path elements are
+    /// replaced whole and trailing slashes of prefix and replacement are ignored, so with prefix
+    /// `/foo`, `/foo/bar` becomes `/xyz/bar` for `/xyz` or `/xyz/`, and `/bar` for `` or `/`;
+    /// a path that would be empty is `/`.
+    pub fn apply(&self, path: &str) -> String {
+        match self {
+            PathRewrite::Full(p) => p.clone(),
+            PathRewrite::Prefix { prefix, replacement } => {
+                // Requests reaching here matched the prefix; anything else is left as it is.
+                let rest = path.strip_prefix(prefix.as_str()).filter(|r| r.is_empty() || r.starts_with('/'));
+                let Some(rest) = rest else { return path.to_string() };
+                let out = format!("{replacement}{rest}");
+                if out.is_empty() { "/".to_string() } else { out }
+            }
+        }
+    }
+}
+
+/// The URI of a request after `rewrite` (query kept), and its `Host` header changed when the
+/// hostname is rewritten. `None` when the result is not a valid URI.
+pub fn rewrite_uri(uri: &Uri, headers: &mut HeaderMap, rewrite: &Rewrite) -> Option<Uri> {
+    let mut parts = uri.clone().into_parts();
+    if let Some(path) = &rewrite.path {
+        let new = path.apply(uri.path());
+        let pq = match uri.query() {
+            Some(q) => format!("{new}?{q}"),
+            None => new,
+        };
+        parts.path_and_query = Some(pq.parse().ok()?);
+    }
+    if let Some(host) = &rewrite.hostname {
+        headers.insert(header::HOST, HeaderValue::from_str(host).ok()?);
+        if parts.authority.is_some() {
+            parts.authority = Some(host.parse().ok()?);
+        }
+    }
+    Uri::from_parts(parts).ok()
 }
 
 #[derive(Debug)]
@@ -140,6 +208,8 @@ impl Rule {
             timeouts: config::Timeouts::default(),
             retry: None,
             fault: None,
+            rewrite: None,
+            mirrors: vec![],
         }
     }
 
@@ -163,7 +233,11 @@ impl Rule {
             timeouts: r.timeouts,
             retry: r.retry.clone(),
             fault: r.fault.clone(),
+            rewrite: None,
+            mirrors: vec![],
         };
+        // Validation allows ReplacePrefixMatch only with a single PathPrefix match (or none: `/`).
+        let prefix = r.matches.first().and_then(|m| m.path.as_ref()).map_or("", |p| p.value.trim_end_matches('/'));
         for f in &r.filters {
             match f {
                 HttpRouteFilter::RequestHeaderModifier { request_header_modifier } => {
@@ -173,6 +247,19 @@ impl Rule {
                     rule.response_headers.push(response_header_modifier.clone())
                 }
                 HttpRouteFilter::RequestRedirect { request_redirect } => rule.redirect = Some(request_redirect.clone()),
+                HttpRouteFilter::UrlRewrite { url_rewrite } => {
+                    let path = url_rewrite.path.as_ref().map(|p| match p {
+                        PathModifier::ReplaceFullPath { replace_full_path } => {
+                            PathRewrite::Full(replace_full_path.clone())
+                        }
+                        PathModifier::ReplacePrefixMatch { replace_prefix_match } => PathRewrite::Prefix {
+                            prefix: prefix.to_string(),
+                            replacement: replace_prefix_match.trim_end_matches('/').to_string(),
+                        },
+                    });
+                    rule.rewrite = Some(Rewrite { hostname: url_rewrite.hostname.clone(), path });
+                }
+                HttpRouteFilter::RequestMirror { request_mirror } => rule.mirrors.push(request_mirror.clone()),
             }
         }
         Ok(rule)
@@ -418,6 +505,56 @@ mod tests {
         assert_eq!(h["x-set"], "new");
         assert_eq!(h.get_all("x-add").iter().collect::<Vec<_>>(), vec!["one", "two"]);
         assert!(!h.contains_key("x-gone"));
+    }
+
+    #[test]
+    fn prefix_rewrites_follow_the_gateway_api_table() {
+        // (request path, prefix match, replacePrefixMatch, result), from the HTTPPathModifier docs.
+        let table = [
+            ("/foo/bar", "/foo", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo", "/xyz/", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz", "/xyz/bar"),
+            ("/foo/bar", "/foo/", "/xyz/", "/xyz/bar"),
+            ("/foo", "/foo", "/xyz", "/xyz"),
+            ("/foo/", "/foo", "/xyz", "/xyz/"),
+            ("/foo/bar", "/foo", "", "/bar"),
+            ("/foo/", "/foo", "", "/"),
+            ("/foo", "/foo", "", "/"),
+            ("/foo/", "/foo", "/", "/"),
+            ("/foo", "/foo", "/", "/"),
+            ("/anything", "/", "/one", "/one/anything"),
+            ("/", "/", "/one", "/one/"),
+        ];
+        for (path, prefix, replacement, want) in table {
+            let t = table_with_rewrite(prefix, replacement);
+            let rw = t.rules[0].rewrite.as_ref().unwrap().path.as_ref().unwrap();
+            assert_eq!(rw.apply(path), want, "{path} with prefix {prefix:?} -> {replacement:?}");
+        }
+        // Element-wise: `/foobar` does not have the prefix `/foo` and is left alone.
+        let rw = PathRewrite::Prefix { prefix: "/foo".into(), replacement: "/x".into() };
+        assert_eq!(rw.apply("/foobar"), "/foobar");
+    }
+
+    fn table_with_rewrite(prefix: &str, replacement: &str) -> RouteTable {
+        table(&format!(
+            "      - matches: [{{path: {{value: '{prefix}'}}}}]
+        filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: '{replacement}'}}}}}}]"
+        ))
+    }
+
+    #[test]
+    fn url_rewrite_keeps_the_query_and_replaces_host_and_authority() {
+        let rw = Rewrite { hostname: Some("api.internal".into()), path: Some(PathRewrite::Full("/v2/all".into())) };
+        let mut headers = HeaderMap::new();
+        headers.insert(header::HOST, "web:8080".parse().unwrap());
+        let uri = rewrite_uri(&"/v1/x?y=1&z".parse().unwrap(), &mut headers, &rw).unwrap();
+        assert_eq!(uri, "/v2/all?y=1&z");
+        assert_eq!(headers[header::HOST], "api.internal");
+        // HTTP/2 requests carry the authority in the URI.
+        let uri = rewrite_uri(&"http://web:8080/v1".parse().unwrap(), &mut HeaderMap::new(), &rw).unwrap();
+        assert_eq!(uri, "http://api.internal/v2/all");
+        let host_only = Rewrite { hostname: Some("b".into()), path: None };
+        assert_eq!(rewrite_uri(&"/keep?q".parse().unwrap(), &mut HeaderMap::new(), &host_only).unwrap(), "/keep?q");
     }
 
     #[test]

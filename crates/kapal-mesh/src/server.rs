@@ -157,8 +157,13 @@ pub async fn is_mesh_hello<S: AsyncRead + Unpin>(io: &mut S, buf: &mut BytesMut,
             _ => return false,
         }
     }
+    hello_asks_for_mesh(buf)
+}
+
+/// Whether the TLS ClientHello at the start of `record` offers a mesh ALPN protocol.
+pub fn hello_asks_for_mesh(record: &[u8]) -> bool {
     let mut acceptor = rustls::server::Acceptor::default();
-    if acceptor.read_tls(&mut &buf[..]).is_err() {
+    if acceptor.read_tls(&mut &record[..]).is_err() {
         return false;
     }
     match acceptor.accept() {

@@ -22,6 +22,8 @@ use crate::tls::MeshTls;
 pub struct Endpoint {
     /// Address.
     pub addr: SocketAddr,
+    /// The SPIFFE identity the endpoint must present (meshed endpoints).
+    pub identity: Option<Arc<str>>,
     /// Stats for balancing and outlier detection.
     pub stats: EndpointStats,
     /// Pooled clients.
@@ -127,7 +129,14 @@ pub struct Shared {
     pub access_log: AtomicBool,
     /// Local applications reached through the transparent inbound listener, by port.
     local_ports: Mutex<HashMap<u16, Arc<ServiceRt>>>,
+    /// Span export, when `--otlp-endpoint` is set.
+    pub spans: Option<crate::otlp::Spans>,
+    /// Bounds the mirrored requests in flight, so a slow mirror cannot pile up tasks.
+    pub mirror_slots: Arc<tokio::sync::Semaphore>,
 }
+
+/// Mirrored requests in flight at most; more are not mirrored (counted as `overloaded`).
+pub const MAX_MIRRORS_IN_FLIGHT: usize = 1024;
 
 /// Why a config could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +175,8 @@ impl Shared {
             tls,
             access_log: AtomicBool::new(false),
             local_ports: Mutex::default(),
+            spans: None,
+            mirror_slots: Arc::new(tokio::sync::Semaphore::new(MAX_MIRRORS_IN_FLIGHT)),
         };
         shared.apply(config)?;
         Ok(shared)
@@ -247,6 +258,7 @@ impl Shared {
                     .map_err(|source| ApplyError::Endpoint { service: cfg.name.clone(), source })?;
                     Arc::new(Endpoint {
                         addr: ep.address,
+                        identity: ep.identity.as_deref().map(Arc::from),
                         stats: EndpointStats::new(&cfg.load_balancer),
                         client: EndpointClient::new(connector),
                     })

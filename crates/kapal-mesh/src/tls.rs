@@ -104,6 +104,22 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
+/// A client config for an ordinary HTTPS server (the control plane): the server's chain is
+/// verified against the trust anchors in `ca` and its name against the URL host, as any HTTPS
+/// client would; no client certificate, ALPN `http/1.1`.
+pub fn https_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs(ca)? {
+        roots.add(cert)?;
+    }
+    let mut config = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 impl Loaded {
     fn load(files: &TlsFiles) -> Result<Self, TlsError> {
         let chain = certs(&files.cert)?;

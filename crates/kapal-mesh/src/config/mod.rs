@@ -232,6 +232,76 @@ pub enum HttpRouteFilter {
         #[serde(rename = "requestRedirect")]
         request_redirect: RequestRedirect,
     },
+    /// Rewrite the host and/or path before forwarding.
+    #[serde(rename = "URLRewrite")]
+    UrlRewrite {
+        /// The rewrite.
+        #[serde(rename = "urlRewrite")]
+        url_rewrite: UrlRewrite,
+    },
+    /// Send a copy of each request to another service; its response is ignored.
+    RequestMirror {
+        /// The mirror.
+        #[serde(rename = "requestMirror")]
+        request_mirror: RequestMirror,
+    },
+}
+
+/// `HTTPURLRewriteFilter`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct UrlRewrite {
+    /// Replaces the `Host` header (`:authority`), port included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Replaces the path (the query is kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathModifier>,
+}
+
+/// `HTTPPathModifier`: a `type` and the matching payload field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", deny_unknown_fields)]
+pub enum PathModifier {
+    /// Replace the whole path.
+    ReplaceFullPath {
+        /// The new path.
+        #[serde(rename = "replaceFullPath")]
+        replace_full_path: String,
+    },
+    /// Replace the part of the path matched by the rule's (only) PathPrefix match,
+    /// element-wise: prefix `/foo` and replacement `/xyz` turn `/foo/bar` into `/xyz/bar`.
+    ReplacePrefixMatch {
+        /// The new prefix; may be empty.
+        #[serde(rename = "replacePrefixMatch")]
+        replace_prefix_match: String,
+    },
+}
+
+/// `HTTPRequestMirrorFilter` (with `percent`), plus Kapal's body limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RequestMirror {
+    /// The service that receives the copies.
+    pub backend_ref: MirrorBackendRef,
+    /// Share of requests mirrored, 0–100 (default 100).
+    #[serde(default = "hundred")]
+    pub percent: u32,
+    /// Largest request body copied; a request with a larger body is not mirrored (default 64 KiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+}
+
+/// The service a mirror sends to.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MirrorBackendRef {
+    /// Name of a service in `services`.
+    pub name: String,
+}
+
+fn hundred() -> u32 {
+    100
 }
 
 /// `HTTPHeaderFilter`.

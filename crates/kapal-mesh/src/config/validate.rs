@@ -172,6 +172,7 @@ fn validate_route(e: &mut Errors, p: &str, route: &HttpRoute, names: &HashSet<&s
         }
     }
     let mut redirect = false;
+    let mut rewrites = 0;
     for (f, filter) in route.filters.iter().enumerate() {
         let fp = format!("{p}.filters[{f}]");
         match filter {
@@ -185,7 +186,26 @@ fn validate_route(e: &mut Errors, p: &str, route: &HttpRoute, names: &HashSet<&s
                 redirect = true;
                 check_redirect(e, &format!("{fp}.requestRedirect"), r);
             }
+            HttpRouteFilter::UrlRewrite { url_rewrite: r } => {
+                rewrites += 1;
+                if rewrites > 1 {
+                    e.add(format!("{fp}.type"), "URLRewrite may be used at most once per rule");
+                }
+                check_rewrite(e, &format!("{fp}.urlRewrite"), r, &route.matches);
+            }
+            HttpRouteFilter::RequestMirror { request_mirror: m } => {
+                let mp = format!("{fp}.requestMirror");
+                if !names.contains(m.backend_ref.name.as_str()) {
+                    e.add(format!("{mp}.backendRef.name"), format!("no service named {:?}", m.backend_ref.name));
+                }
+                if m.percent > 100 {
+                    e.add(format!("{mp}.percent"), format!("{} is not within 0-100", m.percent));
+                }
+            }
         }
+    }
+    if redirect && rewrites > 0 {
+        e.add(format!("{p}.filters"), "RequestRedirect and URLRewrite cannot be used in the same rule");
     }
     if redirect && !route.backend_refs.is_empty() {
         e.add(format!("{p}.backendRefs"), "must be empty when a RequestRedirect filter is used");
@@ -261,6 +281,55 @@ fn check_path(e: &mut Errors, p: &str, path: &PathMatch) {
             }
         }
     }
+}
+
+fn check_rewrite(e: &mut Errors, p: &str, r: &UrlRewrite, matches: &[HttpRouteMatch]) {
+    if let Some(host) = &r.hostname
+        && !is_precise_hostname(host)
+    {
+        e.add(format!("{p}.hostname"), format!("{host:?} must be a lowercase RFC 1123 host name without wildcards"));
+    }
+    match &r.path {
+        None => {}
+        Some(PathModifier::ReplaceFullPath { replace_full_path: v }) => {
+            check_rewrite_path(e, &format!("{p}.path.replaceFullPath"), v, false)
+        }
+        Some(PathModifier::ReplacePrefixMatch { replace_prefix_match: v }) => {
+            let fp = format!("{p}.path.replacePrefixMatch");
+            check_rewrite_path(e, &fp, v, true);
+            // As Gateway API requires: the rule has exactly one match and it is a PathPrefix (a
+            // rule without matches is PathPrefix `/`, as the API server would default it).
+            let prefix = |m: &HttpRouteMatch| m.path.as_ref().is_none_or(|p| p.kind == PathMatchType::PathPrefix);
+            if matches.len() > 1 || matches.first().is_some_and(|m| !prefix(m)) {
+                e.add(fp, "needs exactly one match, of type PathPrefix");
+            }
+        }
+    }
+}
+
+fn check_rewrite_path(e: &mut Errors, p: &str, v: &str, may_be_empty: bool) {
+    if v.is_empty() && may_be_empty {
+        return;
+    }
+    if !v.starts_with('/') {
+        e.add(p, format!("{v:?} must start with '/'"));
+    } else if v.contains(['?', '#']) || v.parse::<http::uri::PathAndQuery>().is_err() {
+        e.add(p, format!("{v:?} is not a valid path (no '?', '#', spaces or control characters)"));
+    } else if v.len() > 1024 {
+        e.add(p, "must be at most 1024 characters");
+    }
+}
+
+/// Gateway API `PreciseHostname`: RFC 1123 labels, lowercase, no wildcard.
+fn is_precise_hostname(h: &str) -> bool {
+    let label = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    h.len() <= 253 && h.split('.').all(label)
 }
 
 fn check_value(e: &mut Errors, p: &str, m: &ValueMatch) {
@@ -443,6 +512,51 @@ inbound: [{{listen: 127.0.0.1:5000, forwardPort: 0}}]
             "inbound[0].forwardPort",
         ];
         assert_eq!(errs, expected);
+    }
+
+    #[test]
+    fn rewrite_and_mirror_errors_name_the_field() {
+        let errs = errors(&format!(
+            "{HEAD}services:
+  - name: a
+    routes:
+      - matches: [{{path: {{type: Exact, value: /x}}}}]
+        filters:
+          - {{type: URLRewrite, urlRewrite: {{hostname: 'Bad_Host', path: {{type: ReplacePrefixMatch, replacePrefixMatch: /y}}}}}}
+          - {{type: RequestMirror, requestMirror: {{backendRef: {{name: ghost}}, percent: 101}}}}
+      - filters:
+          - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: 'no-slash'}}}}}}
+          - {{type: URLRewrite, urlRewrite: {{path: {{type: ReplaceFullPath, replaceFullPath: '/a?b'}}}}}}
+          - {{type: RequestRedirect, requestRedirect: {{path: /z}}}}
+      - matches: [{{path: {{value: /a}}}}, {{path: {{value: /b}}}}]
+        filters: [{{type: URLRewrite, urlRewrite: {{path: {{type: ReplacePrefixMatch, replacePrefixMatch: ''}}}}}}]
+"
+        ));
+        let expected = [
+            "services[0].routes[0].filters[0].urlRewrite.hostname",
+            "services[0].routes[0].filters[0].urlRewrite.path.replacePrefixMatch",
+            "services[0].routes[0].filters[1].requestMirror.backendRef.name",
+            "services[0].routes[0].filters[1].requestMirror.percent",
+            "services[0].routes[1].filters[0].urlRewrite.path.replaceFullPath",
+            "services[0].routes[1].filters[1].type",
+            "services[0].routes[1].filters[1].urlRewrite.path.replaceFullPath",
+            "services[0].routes[1].filters",
+            "services[0].routes[2].filters[0].urlRewrite.path.replacePrefixMatch",
+        ];
+        assert_eq!(errs, expected);
+        // The valid forms, incl. an empty prefix replacement on a rule without matches.
+        let ok = format!(
+            "{HEAD}services:
+  - name: a
+    routes:
+      - filters:
+          - {{type: URLRewrite, urlRewrite: {{hostname: api.internal, path: {{type: ReplacePrefixMatch, replacePrefixMatch: ''}}}}}}
+          - {{type: RequestMirror, requestMirror: {{backendRef: {{name: a}}, percent: 50, maxBodyBytes: 1024}}}}
+          - {{type: RequestMirror, requestMirror: {{backendRef: {{name: a}}}}}}
+"
+        );
+        let cfg = ProxyConfig::from_yaml(&ok).unwrap();
+        assert_eq!(ProxyConfig::from_json(&serde_json::to_string(&cfg).unwrap()).unwrap(), cfg);
     }
 
     #[test]

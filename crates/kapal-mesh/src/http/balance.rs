@@ -50,6 +50,10 @@ impl Balance {
             Err(_) => Outcome::Failure,
         };
         in_flight.finish(outcome, res.is_ok());
+        let res = res.map(|mut r| {
+            r.extensions_mut().insert(Upstream { addr: ep.addr, identity: ep.identity.clone() });
+            r
+        });
         let res = match (res, upgrade) {
             (Ok(mut res), Some(downstream)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 let upstream = hyper::upgrade::on(&mut res);
@@ -63,6 +67,15 @@ impl Balance {
             SendError::Io(e) => ProxyError::Upstream(e),
         })
     }
+}
+
+/// Which endpoint answered (a response extension, for spans and logs).
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    /// Its address.
+    pub addr: std::net::SocketAddr,
+    /// Its SPIFFE identity, when meshed.
+    pub identity: Option<Arc<str>>,
 }
 
 fn is_upgrade(req: &Req) -> bool {

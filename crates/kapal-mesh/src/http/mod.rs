@@ -1,7 +1,7 @@
 //! The HTTP request path as a stack of small tower services.
 //!
-//! Outbound: [`ErrorResponses`] → [`Router`] → [`Observe`] → [`Fault`] → [`RequestTimeout`] →
-//! [`Retry`] → [`Balance`]. Inbound: [`ErrorResponses`] → [`InboundTarget`] → [`Authorize`] →
+//! Outbound: [`ErrorResponses`] → [`Router`] → [`Observe`] → [`Mirror`] → [`Fault`] →
+//! [`RequestTimeout`] → [`Retry`] → [`Balance`]. Inbound: [`ErrorResponses`] → [`InboundTarget`] → [`Authorize`] →
 //! [`Observe`] → [`Balance`] (to the local application). Each layer reads what it needs from
 //! request extensions ([`ConnInfo`], [`RouteCtx`]) and nothing else.
 
@@ -9,6 +9,7 @@ mod authz;
 mod balance;
 mod error;
 mod fault;
+mod mirror;
 mod observe;
 mod retry;
 mod router;
@@ -20,9 +21,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 pub use authz::{Authorize, authorize, authorize_tcp};
-pub use balance::Balance;
+pub use balance::{Balance, Upstream};
 pub use error::{ErrorResponses, ProxyError};
 pub use fault::Fault;
+pub use mirror::{Copied, MIRROR_TIMEOUT, Mirror, Tee};
 pub use observe::Observe;
 pub use retry::Retry;
 pub use router::{InboundTarget, Router};
@@ -82,14 +84,15 @@ pub fn full(bytes: impl Into<bytes::Bytes>) -> Body {
 }
 
 /// The outbound request stack.
-pub type OutboundStack = ErrorResponses<Router<Observe<Fault<RequestTimeout<Retry<Balance>>>>>>;
+pub type OutboundStack = ErrorResponses<Router<Observe<Mirror<Fault<RequestTimeout<Retry<Balance>>>>>>>;
 /// The inbound request stack.
 pub type InboundStack = ErrorResponses<InboundTarget<Authorize<Observe<Balance>>>>;
 
 /// The outbound stack for the service named `service`.
 pub fn outbound(shared: Arc<Shared>, service: String) -> OutboundStack {
     let balance = Balance::new(shared.clone());
-    let inner = Observe::new(shared.clone(), Fault::new(RequestTimeout::new(Retry::new(shared.clone(), balance))));
+    let resilient = Fault::new(RequestTimeout::new(Retry::new(shared.clone(), balance)));
+    let inner = Observe::new(shared.clone(), Mirror::new(shared.clone(), resilient));
     ErrorResponses::new(Router::new(shared, service, inner))
 }
 

@@ -1,4 +1,5 @@
-//! Golden metrics per route and backend, trace context, one span per request, access log.
+//! Golden metrics per route and backend, trace context, one span per request (a `tracing` span,
+//! and an OTLP span when export is on), access log.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -7,8 +8,9 @@ use http::HeaderValue;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{ConnInfo, Inner, ProxyError, Req, Res, RouteCtx, layer_service, route_ctx};
+use super::{ConnInfo, Inner, ProxyError, Req, Res, RouteCtx, Upstream, layer_service, route_ctx};
 use crate::metrics::{LatencyLabels, RequestLabels, status_class};
+use crate::otlp::{AttrValue, SpanKind, SpanRecord};
 use crate::state::Shared;
 use crate::trace::TraceContext;
 
@@ -47,6 +49,9 @@ impl<S: Inner> Observe<S> {
             span_id = %format_args!("{:016x}", trace.span_id),
         );
         let log_line = self.shared.access_log.load(Ordering::Relaxed).then(|| AccessLog::start(&req, &conn, &trace));
+        // Unsampled traces (flag bit 0 clear) are not exported.
+        let otlp =
+            self.shared.spans.as_ref().filter(|_| trace.flags & 1 == 1).map(|spans| (spans, SpanStart::new(&req)));
         let start = Instant::now();
         let res = self.inner.call(req).instrument(span).await;
         let elapsed = start.elapsed();
@@ -56,6 +61,9 @@ impl<S: Inner> Observe<S> {
         };
         let identity = conn.as_ref().and_then(|c| c.client_identity.as_deref()).unwrap_or("").to_string();
         self.record(&ctx, direction, status.as_u16(), identity, elapsed);
+        if let Some((spans, started)) = otlp {
+            spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
+        }
         if let Some(line) = log_line {
             line.finish(&ctx, direction, &res, elapsed);
         }
@@ -91,6 +99,87 @@ impl<S: Inner> Observe<S> {
 }
 
 layer_service!(Observe);
+
+/// What an OTLP span needs from the request, taken before the request moves on.
+struct SpanStart {
+    at: std::time::SystemTime,
+    method: http::Method,
+    path: String,
+    authority: Option<String>,
+}
+
+impl SpanStart {
+    fn new(req: &Req) -> Self {
+        let authority = req
+            .uri()
+            .authority()
+            .map(|a| a.to_string())
+            .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
+        SpanStart {
+            at: std::time::SystemTime::now(),
+            method: req.method().clone(),
+            path: req.uri().path().to_string(),
+            authority,
+        }
+    }
+
+    fn finish(
+        self,
+        ctx: &RouteCtx,
+        conn: &Option<ConnInfo>,
+        direction: &'static str,
+        trace: TraceContext,
+        res: &Result<Res, ProxyError>,
+        elapsed: std::time::Duration,
+    ) -> SpanRecord {
+        let status = match res {
+            Ok(r) => r.status().as_u16(),
+            Err(e) => e.status().as_u16(),
+        };
+        let str = |s: &str| AttrValue::Str(s.to_string());
+        let mut attributes = vec![
+            ("http.request.method", str(self.method.as_str())),
+            ("http.route", str(&ctx.rule.name)),
+            ("http.response.status_code", AttrValue::Int(i64::from(status))),
+            ("url.path", AttrValue::Str(self.path)),
+            ("kapal.direction", str(direction)),
+            ("kapal.service", str(&ctx.service.cfg.name)),
+            ("kapal.backend", str(&ctx.backend.cfg.name)),
+        ];
+        if let Some(authority) = self.authority {
+            attributes.push(("server.address", AttrValue::Str(authority)));
+        }
+        if let Some(c) = conn {
+            attributes.push(("client.address", AttrValue::Str(c.remote.ip().to_string())));
+        }
+        // The peer is the client on inbound requests and the endpoint that answered on outbound.
+        let upstream = res.as_ref().ok().and_then(|r| r.extensions().get::<Upstream>());
+        let peer_identity = match direction {
+            "inbound" => conn.as_ref().and_then(|c| c.client_identity.clone()),
+            _ => upstream.and_then(|u| u.identity.clone()),
+        };
+        if let Some(u) = upstream.filter(|_| direction != "inbound") {
+            attributes.push(("network.peer.address", AttrValue::Str(u.addr.ip().to_string())));
+            attributes.push(("network.peer.port", AttrValue::Int(i64::from(u.addr.port()))));
+        }
+        if let Some(id) = peer_identity {
+            attributes.push(("kapal.peer.identity", str(&id)));
+        }
+        if let Err(e) = res {
+            attributes.push(("kapal.error", str(e.reason())));
+        }
+        let kind = if direction == "inbound" { SpanKind::Server } else { SpanKind::Client };
+        SpanRecord {
+            trace,
+            name: format!("{} {}", self.method, ctx.service.cfg.name),
+            kind,
+            start: self.at,
+            end: self.at + elapsed,
+            attributes,
+            error: status >= 500,
+        }
+    }
+}
 
 /// One access log line, JSON.
 struct AccessLog(serde_json::Map<String, serde_json::Value>);

@@ -1,4 +1,5 @@
-//! Routing: which rule matches, redirects, header filters and the weighted backend choice.
+//! Routing: which rule matches, redirects, header filters, URL rewrites and the weighted backend
+//! choice.
 
 use std::sync::Arc;
 
@@ -45,6 +46,12 @@ impl<S: Inner> Router<S> {
         }
         for m in &rule.request_headers {
             route::apply_header_modifier(req.headers_mut(), m);
+        }
+        if let Some(rewrite) = &rule.rewrite {
+            let uri = req.uri().clone();
+            let rewritten = route::rewrite_uri(&uri, req.headers_mut(), rewrite)
+                .ok_or_else(|| ProxyError::BadRequest(format!("URL rewrite of {uri} is not a valid URI")))?;
+            *req.uri_mut() = rewritten;
         }
         let backend_name = rule.pick_backend(rand::rng().random::<f64>());
         let backend =

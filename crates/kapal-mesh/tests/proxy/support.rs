@@ -181,6 +181,16 @@ impl Pki {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// (cert PEM, key PEM) for an ordinary HTTPS server at 127.0.0.1.
+    pub fn server_leaf(&self) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.subject_alt_names = vec![rcgen::SanType::IpAddress([127, 0, 0, 1].into())];
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
     /// Writes cert.pem/key.pem/ca.pem for `spiffe` into `dir`.
     pub fn write(&self, dir: &std::path::Path, spiffe: &str) -> kapal_mesh::tls::TlsFiles {
         let (cert, key) = self.leaf(spiffe);
