@@ -21,6 +21,9 @@ pub struct NodeInfo {
     pub labels: std::collections::BTreeMap<String, String>,
     /// Taints from `spec.taints`.
     pub taints: Vec<Taint>,
+    /// `spec.unschedulable`, kept here because the filter reads it for every node of every cycle
+    /// and the node object itself is a cache miss away.
+    pub unschedulable: bool,
     /// `status.allocatable` (or capacity).
     pub allocatable: Resources,
     /// Sum of the pods' requests.
@@ -47,6 +50,7 @@ impl NodeInfo {
             node: node.clone(),
             labels: Default::default(),
             taints: Vec::new(),
+            unschedulable: false,
             allocatable: Resources::default(),
             requested: Resources::default(),
             non_zero_requested: Resources::default(),
@@ -63,6 +67,7 @@ impl NodeInfo {
     fn set_node(&mut self, node: Arc<Node>) {
         self.labels = node.metadata.labels.clone().unwrap_or_default();
         self.taints = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+        self.unschedulable = node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
         self.allocatable = node_allocatable(&node);
         self.images = node
             .status
@@ -80,7 +85,7 @@ impl NodeInfo {
 
     /// Whether `spec.unschedulable` is set.
     pub fn unschedulable(&self) -> bool {
-        self.node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+        self.unschedulable
     }
 
     /// Accounts a pod on the node.
@@ -408,6 +413,19 @@ mod tests {
         let mut tainted = (*node("n1")).clone();
         tainted.spec = Some(serde_json::from_value(json!({"taints": [{"key": "k", "effect": "NoSchedule"}]})).unwrap());
         assert!(c.apply_node(Arc::new(tainted)));
+    }
+
+    #[test]
+    fn cordoning_and_uncordoning_a_known_node_is_seen() {
+        let mut c = Cache::default();
+        c.apply_node(node("n1"));
+        assert!(!c.node("n1").unwrap().unschedulable());
+        let mut cordoned = (*node("n1")).clone();
+        cordoned.spec = Some(serde_json::from_value(json!({"unschedulable": true})).unwrap());
+        assert!(c.apply_node(Arc::new(cordoned)));
+        assert!(c.node("n1").unwrap().unschedulable());
+        assert!(c.apply_node(node("n1")));
+        assert!(!c.node("n1").unwrap().unschedulable());
     }
 
     #[test]

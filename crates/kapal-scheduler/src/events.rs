@@ -101,7 +101,13 @@ impl EventSink {
             reporting_instance: Some(self.instance.clone()),
             ..Default::default()
         };
-        api.create(&PostParams::default(), &event).await?;
+        // The created event is not needed back: skip decoding it (with its managed fields) for
+        // every pod scheduled.
+        let body = serde_json::to_vec(&event).map_err(kube::Error::SerdeError)?;
+        let request = kube::core::Request::new(Event::url_path(&(), event.metadata.namespace.as_deref()))
+            .create(&PostParams::default(), body)
+            .map_err(kube::Error::BuildRequest)?;
+        self.client.request_text(request).await?;
         if kind == Kind::Warning
             && let Ok(mut m) = self.series.lock()
         {

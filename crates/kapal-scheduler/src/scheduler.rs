@@ -55,7 +55,10 @@ fn terminal(pod: &Pod) -> bool {
 
 impl State {
     /// A pod was added or changed. Returns whether pods may have become schedulable.
-    pub fn apply_pod(&mut self, pod: Pod) -> bool {
+    pub fn apply_pod(&mut self, mut pod: Pod) -> bool {
+        // Managed fields are most of a pod's bytes and the scheduler never reads them, while it
+        // keeps every pod and deep-copies each one it assumes.
+        pod.metadata.managed_fields = None;
         if let Some(seen) = self.pods_listing.as_mut() {
             seen.insert(pod_key(&pod));
         }
@@ -111,7 +114,8 @@ impl State {
     }
 
     /// A node was added or changed. Returns whether pods may have become schedulable.
-    pub fn apply_node(&mut self, node: Node) -> bool {
+    pub fn apply_node(&mut self, mut node: Node) -> bool {
+        node.metadata.managed_fields = None;
         let name = node.metadata.name.clone().unwrap_or_default();
         if let Some(seen) = self.nodes_listing.as_mut() {
             seen.insert(name);
