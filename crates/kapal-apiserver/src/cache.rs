@@ -212,12 +212,20 @@ impl WatchCache {
     }
 
     async fn follow(self: Arc<Self>, mut rev: Revision) {
-        loop {
+        'watch: loop {
             match self.store.watch(ROOT, rev).await {
                 Ok(mut events) => {
                     while let Some(item) = events.next().await {
                         match item {
-                            Ok(ev) => self.apply(ev.kind, &ev.kv),
+                            Ok(ev) => {
+                                rev = ev.kv.mod_revision;
+                                self.apply(ev.kind, &ev.kv);
+                            }
+                            // Fell behind the store's live feed: resume from its history.
+                            Err(StoreError::WatchLagged) => {
+                                tracing::debug!(revision = rev, "store watch lagged; resuming from history");
+                                continue 'watch;
+                            }
                             Err(e) => {
                                 tracing::warn!(error = %e, "store watch ended; reloading the cache");
                                 break;

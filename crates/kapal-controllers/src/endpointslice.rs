@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::{self, ObjectRef, Store, reflector};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, ResourceExt};
 use tracing::Instrument;
@@ -60,8 +60,16 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let controller = Controller::new(services, watcher::Config::default());
     let mapper = PodMapper::new(controller.store());
     let (nodes, writer) = reflector::store::<Node>();
-    let node_watch = reflector(writer, watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()))
+    // Only node zones are read: keep names and labels, not status (a copy for every node).
+    let node_watch = watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
+        .modify(|node| {
+            let meta = std::mem::take(&mut node.metadata);
+            node.metadata = ObjectMeta { name: meta.name, labels: meta.labels, ..ObjectMeta::default() };
+            node.spec = None;
+            node.status = None;
+        })
+        .reflect(writer)
         .for_each(|_| async {});
     let ctx = Arc::new(Ctx { client: client.clone(), nodes });
     let slices_loop = controller

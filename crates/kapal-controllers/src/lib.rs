@@ -18,6 +18,7 @@ pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod nodelifecycle;
+pub mod podcache;
 pub mod podgc;
 pub mod podtemplate;
 pub mod replicaset;
@@ -30,21 +31,30 @@ pub mod workqueue;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use kube::Client;
 
 type Running = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
-/// Every controller of the manager, by name.
-fn controllers(client: &Client, settings: &settings::Settings) -> Vec<(&'static str, Running)> {
+/// Controllers that read pods from the shared [`podcache::PodCache`].
+const POD_READERS: [&str; 3] = ["replicaset", "nodelifecycle", "tainteviction"];
+
+/// Every controller of the manager, by name. `pods` is the shared pod cache (for those of
+/// [`POD_READERS`] that run).
+fn controllers(
+    client: &Client,
+    settings: &settings::Settings,
+    pods: &Arc<podcache::PodCache>,
+) -> Vec<(&'static str, Running)> {
     vec![
         ("namespace", Box::pin(namespace::run(client.clone()))),
         ("garbagecollector", Box::pin(garbagecollector::run(client.clone()))),
         ("podgc", Box::pin(podgc::run(client.clone()))),
-        ("nodelifecycle", Box::pin(nodelifecycle::run_with(client.clone(), settings.clone()))),
-        ("tainteviction", Box::pin(tainteviction::run_with(client.clone(), settings.clone()))),
+        ("nodelifecycle", Box::pin(nodelifecycle::run_shared(client.clone(), settings.clone(), pods.clone()))),
+        ("tainteviction", Box::pin(tainteviction::run_shared(client.clone(), settings.clone(), pods.clone()))),
         ("disruption", Box::pin(disruption::run(client.clone()))),
-        ("replicaset", Box::pin(replicaset::run(client.clone()))),
+        ("replicaset", Box::pin(replicaset::run_with(client.clone(), pods.clone()))),
         ("deployment", Box::pin(deployment::run(client.clone()))),
         ("job", Box::pin(job::run(client.clone()))),
         ("endpointslice", Box::pin(endpointslice::run(client.clone()))),
@@ -67,7 +77,12 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 /// Runs every controller with the given timings.
 pub async fn run_with(client: Client, settings: settings::Settings) -> anyhow::Result<()> {
     let mut set = tokio::task::JoinSet::new();
-    let all = controllers(&client, &settings);
+    let pods = if POD_READERS.iter().any(|name| settings.enabled(name)) {
+        podcache::PodCache::start(client.clone())
+    } else {
+        Arc::new(podcache::PodCache::default())
+    };
+    let all = controllers(&client, &settings, &pods);
     if let Some(unknown) = settings
         .controllers
         .iter()

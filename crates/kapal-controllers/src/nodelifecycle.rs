@@ -23,9 +23,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 
+use crate::podcache::PodCache;
 use crate::settings::Settings;
 
 /// The reporting controller of this controller's events, as upstream.
@@ -81,9 +82,14 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 
 /// Runs the controller with the given timings; returns only if a watch ends.
 pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> {
+    let pods = PodCache::start(client.clone());
+    run_shared(client, settings, pods).await
+}
+
+/// Runs the controller on a shared pod cache; returns only if a watch ends.
+pub async fn run_shared(client: Client, settings: Settings, pods: Arc<PodCache>) -> anyhow::Result<()> {
     let (nodes, node_writer) = reflector::store();
     let (leases, lease_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
     let monitor = Monitor {
         client: client.clone(),
         recorder: Recorder::new(client.clone(), Reporter { controller: REPORTER.into(), instance: None }),
@@ -93,26 +99,31 @@ pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> 
         limiter: Limiter::default(),
     };
     tokio::select! {
-        () = mirror(Api::<Node>::all(client.clone()), node_writer, None) => anyhow::bail!("the node watch ended"),
-        () = mirror(Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE), lease_writer, None) => {
+        () = mirror(Api::<Node>::all(client.clone()), node_writer, None, slim_node) => {
+            anyhow::bail!("the node watch ended")
+        }
+        () = mirror(Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE), lease_writer, None, |_| {}) => {
             anyhow::bail!("the lease watch ended")
         }
-        () = mirror(Api::<Pod>::all(client), pod_writer, None) => anyhow::bail!("the pod watch ended"),
         result = monitor.run(Stores { nodes, leases, pods }) => result.map_err(Into::into),
     }
 }
 
 /// Keeps `writer` in step with the API, waking `changed` (if any) after every event. Watch errors
 /// are retried with back-off, so this returns only if the stream ends. `managedFields` are
-/// dropped: nobody here reads them, and they are a good part of every object's size.
-pub(crate) async fn mirror<K>(api: Api<K>, writer: Writer<K>, changed: Option<Arc<Notify>>)
+/// dropped (nobody here reads them, and they are a good part of every object's size), and `slim`
+/// drops whatever else the caller does not read before the object is stored.
+pub(crate) async fn mirror<K>(api: Api<K>, writer: Writer<K>, changed: Option<Arc<Notify>>, slim: fn(&mut K))
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone,
 {
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
-        .modify(|object| object.managed_fields_mut().clear())
+        .modify(move |object| {
+            object.managed_fields_mut().clear();
+            slim(object);
+        })
         .reflect(writer)
         .for_each(|event| {
             if let Err(error) = event {
@@ -129,7 +140,7 @@ where
 struct Stores {
     nodes: Store<Node>,
     leases: Store<Lease>,
-    pods: Store<Pod>,
+    pods: Arc<PodCache>,
 }
 
 /// What this controller last saw of a node's kubelet, and when (on its own clock).
@@ -156,7 +167,7 @@ impl Monitor {
     async fn run(mut self, stores: Stores) -> Result<(), Error> {
         stores.nodes.wait_until_ready().await.map_err(|_| Error::WatchStopped)?;
         stores.leases.wait_until_ready().await.map_err(|_| Error::WatchStopped)?;
-        stores.pods.wait_until_ready().await.map_err(|_| Error::WatchStopped)?;
+        stores.pods.synced().await;
         let mut tick = tokio::time::interval(self.settings.node_monitor_period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -285,11 +296,11 @@ impl Monitor {
     }
 
     /// Marks the ready pods on these nodes not ready.
-    async fn mark_pods(&self, nodes: &HashSet<String>, pods: &Store<Pod>) {
+    async fn mark_pods(&self, nodes: &HashSet<String>, pods: &PodCache) {
         if nodes.is_empty() {
             return;
         }
-        let on_nodes = pods.state_filter(|p| {
+        let on_nodes = pods.all().into_iter().filter(|p| {
             p.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some_and(|n| nodes.contains(n))
                 && pod_ready(p) == Some(true)
         });
@@ -381,6 +392,27 @@ impl Monitor {
         if let Err(error) = self.recorder.publish(event, reference).await {
             tracing::debug!(%error, reason = %event.reason, "publishing event failed");
         }
+    }
+}
+
+/// Wakes `changed` after every change the pod cache sees; returns only if the cache closes.
+pub(crate) async fn notify_on_changes(pods: &PodCache, changed: &Notify) {
+    let mut feed = pods.subscribe();
+    loop {
+        match feed.recv().await {
+            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => changed.notify_one(),
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
+    }
+}
+
+/// A node as the node lifecycle and taint eviction controllers keep it: without the image list
+/// and other status they do not read.
+pub(crate) fn slim_node(node: &mut Node) {
+    if let Some(status) = node.status.as_mut() {
+        status.images = None;
+        status.volumes_attached = None;
+        status.volumes_in_use = None;
     }
 }
 

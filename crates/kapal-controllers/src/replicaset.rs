@@ -1,9 +1,11 @@
 //! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector.
 //!
-//! Each reconcile reads the ReplicaSet and its namespace's pods from the API (not from a cache),
-//! so a stale watch can never make it create a pod twice: the per-key queue of kube-rs'
-//! `Controller` guarantees one reconcile per ReplicaSet at a time, and the API server's lists are
-//! read-your-writes. It claims pods like upstream's controllerRef manager (adopting matching
+//! Pods are read from the shared [`PodCache`] (indexed by controller, so a sync looks only at its
+//! own pods, its Deployment's other ReplicaSets' pods and the namespace's orphans), the
+//! ReplicaSet itself from the API. A cache lags behind writes, so every sync first waits until
+//! the cache has seen this ReplicaSet's own last write (its resourceVersion): a stale cache can
+//! never make it create a pod twice, and kube-rs' per-key queue guarantees one sync per
+//! ReplicaSet at a time. It claims pods like upstream's controllerRef manager (adopting matching
 //! orphans, releasing owned pods that stopped matching), creates missing pods in slow-start
 //! batches, deletes surplus pods in upstream's ranking order, and writes status.
 
@@ -12,18 +14,20 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
 
+use crate::podcache::{self, Feed, PodCache};
 use crate::podtemplate::{self, api_message, is_status};
 
 /// The name events carry as their reporting controller.
@@ -32,14 +36,14 @@ pub const REPORTER: &str = "replicaset-controller";
 pub const BURST_REPLICAS: usize = 500;
 /// The annotation that lowers a pod's cost of deletion on scale-down.
 pub const DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// How long a sync waits for the cache to see its ReplicaSet's last write before it retries.
+const CATCH_UP: Duration = Duration::from_secs(10);
 
 /// What can go wrong reconciling one ReplicaSet.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("reading replicaset {0}: {1}")]
     Get(String, #[source] kube::Error),
-    #[error("listing pods for replicaset {0}: {1}")]
-    ListPods(String, #[source] kube::Error),
     #[error("replicaset {0} has an invalid selector: {1}")]
     Selector(String, String),
     #[error("{verb} pod {namespace}/{pod}: {source}")]
@@ -52,25 +56,52 @@ pub enum Error {
 
 struct Ctx {
     client: Client,
-    /// Owned pods seen to no longer match their ReplicaSet's selector, by ReplicaSet uid: a
-    /// reconcile lists only matching pods, so these are fetched by name and released.
-    releases: Arc<Mutex<HashMap<String, HashSet<String>>>>,
+    pods: Arc<PodCache>,
+    sets: Store<ReplicaSet>,
+    /// ReplicaSet uid → the resourceVersion of its last pod write the cache has not yet shown.
+    written: Mutex<HashMap<String, u64>>,
 }
 
-/// Runs the controller.
+impl Ctx {
+    fn wrote(&self, rs: &ReplicaSet, pod: &Pod) {
+        let (Some(uid), revision) = (rs.uid(), podcache::revision_of(pod)) else { return };
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        let last = written.entry(uid).or_default();
+        *last = (*last).max(revision);
+    }
+
+    /// Waits until the cache shows this ReplicaSet's own writes; false if it did not in time.
+    async fn caught_up(&self, rs: &ReplicaSet) -> bool {
+        let uid = rs.uid().unwrap_or_default();
+        let pending = self.written.lock().unwrap_or_else(|e| e.into_inner()).get(&uid).copied();
+        let Some(revision) = pending else { return true };
+        if !self.pods.caught_up(revision, CATCH_UP).await {
+            return false;
+        }
+        let mut written = self.written.lock().unwrap_or_else(|e| e.into_inner());
+        if written.get(&uid) == Some(&revision) {
+            written.remove(&uid);
+        }
+        true
+    }
+}
+
+/// Runs the controller with a pod cache of its own.
 pub async fn run(client: Client) -> anyhow::Result<()> {
+    let pods = PodCache::start(client.clone());
+    run_with(client, pods).await
+}
+
+/// Runs the controller on a shared pod cache.
+pub async fn run_with(client: Client, pods: Arc<PodCache>) -> anyhow::Result<()> {
     let sets: Api<ReplicaSet> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
-    let releases: Arc<Mutex<HashMap<String, HashSet<String>>>> = Arc::default();
-    let ctx = Arc::new(Ctx { client, releases: releases.clone() });
     let controller = Controller::new(sets, watcher::Config::default());
     let store = controller.store();
+    let triggers = triggers(&pods, store.clone());
+    pods.synced().await;
+    let ctx = Arc::new(Ctx { client, pods, sets: store, written: Mutex::default() });
     controller
-        .owns(pods.clone(), watcher::Config::default())
-        .watches(pods, watcher::Config::default(), move |pod| {
-            note_release(&store, &releases, &pod);
-            orphan_owners(&store, &pod)
-        })
+        .reconcile_on(triggers)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -81,34 +112,63 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Notes an owned pod whose labels no longer match its ReplicaSet's selector.
-fn note_release(store: &Store<ReplicaSet>, releases: &Mutex<HashMap<String, HashSet<String>>>, pod: &Pod) {
-    let Some(owner) = podtemplate::controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet") else { return };
-    let Some(rs) = store.get(&ObjectRef::new(&owner.name).within(&pod.namespace().unwrap_or_default())) else {
-        return;
-    };
-    if rs.uid().as_deref() != Some(owner.uid.as_str()) {
-        return;
-    }
-    let matches = podtemplate::label_selector(rs.spec.as_ref().map(|s| &s.selector))
-        .is_ok_and(|sel| podtemplate::selects(&sel, &pod.metadata));
-    if !matches {
-        let mut releases = releases.lock().unwrap_or_else(|e| e.into_inner());
-        releases.entry(owner.uid.clone()).or_default().insert(pod.name_any());
-    }
+/// The ReplicaSets to sync after pod changes: the controllers of the pod before and after, and
+/// for an orphan every ReplicaSet that may adopt it. A relist, or falling behind, syncs them all.
+fn triggers(pods: &PodCache, store: Store<ReplicaSet>) -> impl Stream<Item = ObjectRef<ReplicaSet>> + use<> {
+    futures::stream::unfold(pods.subscribe(), move |mut feed| {
+        let store = store.clone();
+        async move {
+            let refs: Vec<ObjectRef<ReplicaSet>> = match feed.recv().await {
+                Ok(Feed::Changed(change)) => {
+                    let mut refs = Vec::new();
+                    for pod in change.old.iter().chain(change.new.iter()) {
+                        refs.extend(podcache::controller_ref_of(pod, "ReplicaSet"));
+                    }
+                    if let Some(pod) = &change.new {
+                        refs.extend(orphan_owners(&store, pod));
+                    }
+                    refs.dedup();
+                    refs
+                }
+                Ok(Feed::Resync) | Err(RecvError::Lagged(_)) => {
+                    store.state().iter().map(|rs| ObjectRef::from_obj(rs.as_ref())).collect()
+                }
+                Err(RecvError::Closed) => return None,
+            };
+            Some((futures::stream::iter(refs), feed))
+        }
+    })
+    .flatten()
 }
 
-/// The selector to list a ReplicaSet's candidate pods with: its own, or for a Deployment's
-/// ReplicaSet the Deployment's (its selector without `pod-template-hash`), so that ranking on
-/// scale-down sees the sibling ReplicaSets' pods too.
-fn list_selector(rs: &ReplicaSet) -> Result<String, String> {
+/// The selector of a ReplicaSet's candidate pods: its own, or for a Deployment's ReplicaSet the
+/// Deployment's (its selector without `pod-template-hash`), so that ranking on scale-down sees
+/// the sibling ReplicaSets' pods too.
+fn candidate_selector(rs: &ReplicaSet) -> Result<kapal_api::selector::LabelSelector, String> {
     let mut selector = rs.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
     if podtemplate::controller_of(&rs.metadata).is_some_and(|o| o.kind == "Deployment")
         && let Some(labels) = selector.match_labels.as_mut()
     {
         labels.remove("pod-template-hash");
     }
-    Ok(podtemplate::label_selector(Some(&selector))?.to_string())
+    podtemplate::label_selector(Some(&selector))
+}
+
+/// The uids of the ReplicaSets with the same controller (Deployment) as `rs`, itself included.
+fn siblings(store: &Store<ReplicaSet>, rs: &ReplicaSet) -> HashSet<String> {
+    let mut uids: HashSet<String> = rs.uid().into_iter().collect();
+    if let Some(owner) = podtemplate::controller_of(&rs.metadata) {
+        let namespace = rs.namespace();
+        uids.extend(
+            store
+                .state()
+                .iter()
+                .filter(|s| s.namespace() == namespace)
+                .filter(|s| podtemplate::controller_of(&s.metadata).is_some_and(|o| o.uid == owner.uid))
+                .filter_map(|s| s.uid()),
+        );
+    }
+    uids
 }
 
 /// The ReplicaSets that may adopt an orphan pod: those in its namespace whose selector matches.
@@ -152,32 +212,41 @@ async fn reconcile(cached: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         Some(rs) if rs.uid() == cached.uid() => rs,
         _ => return Ok(Action::await_change()),
     };
+    if !ctx.caught_up(&rs).await {
+        tracing::debug!("the pod cache has not caught up with this replicaset's writes yet");
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let spec = rs.spec.clone().unwrap_or_default();
     let selector = podtemplate::label_selector(Some(&spec.selector)).map_err(|e| Error::Selector(key(&rs), e))?;
+    let candidates = candidate_selector(&rs).map_err(|e| Error::Selector(key(&rs), e))?;
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
-    // Only candidate pods are listed (a namespace may hold tens of thousands); owned pods that
-    // stopped matching were noted by the pod watch and are fetched by name.
-    let candidates = list_selector(&rs).map_err(|e| Error::Selector(key(&rs), e))?;
-    let all = pods.list(&ListParams::default().labels(&candidates)).await.map_err(|e| Error::ListPods(key(&rs), e))?;
-    let mut active: Vec<Pod> = all.items.into_iter().filter(podtemplate::is_active).collect();
-    let released = {
-        let mut releases = ctx.releases.lock().unwrap_or_else(|e| e.into_inner());
-        releases.remove(&rs.uid().unwrap_or_default()).unwrap_or_default()
-    };
-    for name in released {
-        if active.iter().any(|p| p.name_any() == name) {
-            continue;
-        }
-        if let Some(pod) = pods.get_opt(&name).await.map_err(|e| Error::ListPods(key(&rs), e))?
-            && podtemplate::is_active(&pod)
-        {
-            active.push(pod);
-        }
-    }
-    let owned = claim_pods(&pods, &rs, &selector, active.clone()).await?;
+    // This ReplicaSet's pods (matching or not: those that stopped matching are released), its
+    // siblings' and the orphans that match the candidate selector.
+    let uid = rs.uid().unwrap_or_default();
+    let siblings = siblings(&ctx.sets, &rs);
+    let mut active: Vec<Pod> = ctx
+        .pods
+        .controlled_by(&uid)
+        .into_iter()
+        .chain(siblings.iter().filter(|s| **s != uid).flat_map(|s| ctx.pods.controlled_by(s)))
+        .chain(ctx.pods.orphans(&namespace))
+        .filter(|p| podtemplate::is_active(p))
+        .filter(|p| {
+            podtemplate::controller_of(&p.metadata).is_some_and(|o| o.uid == uid)
+                || podtemplate::selects(&candidates, &p.metadata)
+        })
+        .map(|p| Pod::clone(&p))
+        .collect();
+    active.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let owned = claim_pods(&ctx, &pods, &rs, &selector, active.clone()).await?;
 
     let manage_error = if rs.metadata.deletion_timestamp.is_none() {
-        manage_replicas(&ctx.client, &pods, &rs, &owned, &active).await
+        let related: Vec<Pod> = active
+            .iter()
+            .filter(|p| podtemplate::controller_of(&p.metadata).is_some_and(|o| siblings.contains(&o.uid)))
+            .cloned()
+            .collect();
+        manage_replicas(&ctx, &pods, &rs, &owned, &related).await
     } else {
         None
     };
@@ -207,6 +276,7 @@ async fn reconcile(cached: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
 /// The active pods this ReplicaSet controls after adopting and releasing, as upstream's
 /// `ClaimPods`.
 async fn claim_pods(
+    ctx: &Ctx,
     pods: &Api<Pod>,
     rs: &ReplicaSet,
     selector: &kapal_api::selector::LabelSelector,
@@ -221,13 +291,14 @@ async fn claim_pods(
             Some(r) if r.uid == uid => {
                 if matches || deleting {
                     owned.push(pod);
-                } else {
-                    set_owner(pods, &pod, None, "releasing").await?;
+                } else if let Some(released) = set_owner(pods, &pod, None, "releasing").await? {
+                    ctx.wrote(rs, &released);
                 }
             }
             Some(_) => {}
             None if matches && !deleting => {
                 if let Some(adopted) = set_owner(pods, &pod, Some(podtemplate::controller_ref(rs)), "adopting").await? {
+                    ctx.wrote(rs, &adopted);
                     owned.push(adopted);
                 }
             }
@@ -262,23 +333,23 @@ struct ManageError {
 }
 
 /// Creates or deletes pods so that `owned` reaches `spec.replicas`; returns the first failure.
+/// `related` are the active pods of the ReplicaSet and its siblings, counted per node in ranking.
 async fn manage_replicas(
-    client: &Client,
+    ctx: &Ctx,
     pods: &Api<Pod>,
     rs: &ReplicaSet,
     owned: &[Pod],
-    active: &[Pod],
+    related: &[Pod],
 ) -> Option<ManageError> {
     let desired = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     let desired = usize::try_from(desired).unwrap_or(0);
     if owned.len() < desired {
         let missing = (desired - owned.len()).min(BURST_REPLICAS);
-        create_pods(client, pods, rs, missing).await
+        create_pods(ctx, pods, rs, missing).await
     } else if owned.len() > desired {
         let surplus = (owned.len() - desired).min(BURST_REPLICAS);
-        let related = related_pods(client, rs, owned, active).await;
-        let victims = pods_to_delete(owned, &related, surplus, jiff::Timestamp::now());
-        delete_pods(client, pods, rs, victims).await
+        let victims = pods_to_delete(owned, related, surplus, jiff::Timestamp::now());
+        delete_pods(ctx, pods, rs, victims).await
     } else {
         None
     }
@@ -286,7 +357,8 @@ async fn manage_replicas(
 
 /// Creates `count` pods in batches of 1, 2, 4, … and stops at the first batch with an error, so a
 /// quota or admission failure costs one request instead of hundreds (upstream `slowStartBatch`).
-async fn create_pods(client: &Client, pods: &Api<Pod>, rs: &ReplicaSet, count: usize) -> Option<ManageError> {
+async fn create_pods(ctx: &Ctx, pods: &Api<Pod>, rs: &ReplicaSet, count: usize) -> Option<ManageError> {
+    let client = &ctx.client;
     let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else {
         return Some(ManageError { reason: "FailedCreate", message: "replicaset has no pod template".into() });
     };
@@ -301,6 +373,7 @@ async fn create_pods(client: &Client, pods: &Api<Pod>, rs: &ReplicaSet, count: u
         for result in results {
             match result {
                 Ok(created) => {
+                    ctx.wrote(rs, &created);
                     tracing::info!(pod = %created.name_any(), "created pod");
                     record(
                         client,
@@ -328,7 +401,8 @@ async fn create_pods(client: &Client, pods: &Api<Pod>, rs: &ReplicaSet, count: u
     None
 }
 
-async fn delete_pods(client: &Client, pods: &Api<Pod>, rs: &ReplicaSet, victims: Vec<&Pod>) -> Option<ManageError> {
+async fn delete_pods(ctx: &Ctx, pods: &Api<Pod>, rs: &ReplicaSet, victims: Vec<&Pod>) -> Option<ManageError> {
+    let client = &ctx.client;
     let deletions = victims.iter().map(|pod| async move {
         let name = pod.name_any();
         (name.clone(), pods.delete(&name, &DeleteParams::default()).await)
@@ -336,7 +410,10 @@ async fn delete_pods(client: &Client, pods: &Api<Pod>, rs: &ReplicaSet, victims:
     let mut failure = None;
     for (name, result) in futures::future::join_all(deletions).await {
         match result {
-            Ok(_) => {
+            Ok(gone) => {
+                if let Some(pod) = gone.left() {
+                    ctx.wrote(rs, &pod);
+                }
                 tracing::info!(pod = %name, "deleted pod");
                 record(client, rs, EventType::Normal, "SuccessfulDelete", format!("Deleted pod: {name}")).await;
             }
@@ -360,28 +437,6 @@ async fn record(client: &Client, rs: &ReplicaSet, type_: EventType, reason: &str
     if let Err(error) = recorder.publish(&event, &rs.object_ref(&())).await {
         tracing::debug!(%error, reason, "publishing event failed");
     }
-}
-
-/// The pods whose placement counts when ranking: for a ReplicaSet of a Deployment, the active
-/// pods of all the Deployment's ReplicaSets (so a rollout spreads well); otherwise its own.
-async fn related_pods(client: &Client, rs: &ReplicaSet, owned: &[Pod], active: &[Pod]) -> Vec<Pod> {
-    let Some(owner) = podtemplate::controller_of(&rs.metadata) else { return owned.to_vec() };
-    let sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &rs.namespace().unwrap_or_default());
-    let siblings: Vec<String> = match sets.list(&ListParams::default()).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .filter(|s| podtemplate::controller_of(&s.metadata).is_some_and(|o| o.uid == owner.uid))
-            .filter_map(|s| s.uid())
-            .collect(),
-        // Ranking is a preference, not a rule: fall back to the ReplicaSet's own pods.
-        Err(_) => return owned.to_vec(),
-    };
-    active
-        .iter()
-        .filter(|p| podtemplate::controller_of(&p.metadata).is_some_and(|o| siblings.contains(&o.uid)))
-        .cloned()
-        .collect()
 }
 
 /// The `count` pods to delete first, in upstream's `ActivePodsWithRanks` order.

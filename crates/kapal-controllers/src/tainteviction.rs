@@ -18,7 +18,8 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use crate::nodelifecycle::mirror;
+use crate::nodelifecycle::{mirror, notify_on_changes, slim_node};
+use crate::podcache::PodCache;
 use crate::settings::Settings;
 
 /// The reporting controller of this controller's events, as upstream.
@@ -48,8 +49,13 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 /// Runs the controller; every pod is looked at again at least once per
 /// `settings.node_monitor_period`, and at once when a node or pod changes.
 pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> {
+    let pods = PodCache::start(client.clone());
+    run_shared(client, settings, pods).await
+}
+
+/// Runs the controller on a shared pod cache.
+pub async fn run_shared(client: Client, settings: Settings, pods: Arc<PodCache>) -> anyhow::Result<()> {
     let (nodes, node_writer) = reflector::store();
-    let (pods, pod_writer) = reflector::store();
     let changed = Arc::new(Notify::new());
     let evictor = Evictor {
         client: client.clone(),
@@ -59,11 +65,13 @@ pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> 
         evicted: HashSet::new(),
     };
     tokio::select! {
-        () = mirror(Api::<Node>::all(client.clone()), node_writer, Some(changed.clone())) => {
+        () = mirror(Api::<Node>::all(client.clone()), node_writer, Some(changed.clone()), slim_node) => {
             anyhow::bail!("the node watch ended")
         }
-        () = mirror(Api::<Pod>::all(client), pod_writer, Some(changed.clone())) => anyhow::bail!("the pod watch ended"),
-        result = evictor.run(nodes, pods, changed, settings.node_monitor_period) => result.map_err(Into::into),
+        () = notify_on_changes(&pods, &changed) => anyhow::bail!("the pod cache closed"),
+        result = evictor.run(nodes, pods.clone(), changed.clone(), settings.node_monitor_period) => {
+            result.map_err(Into::into)
+        }
     }
 }
 
@@ -128,12 +136,12 @@ impl Evictor {
     async fn run(
         mut self,
         nodes: Store<Node>,
-        pods: Store<Pod>,
+        pods: Arc<PodCache>,
         changed: Arc<Notify>,
         resync: Duration,
     ) -> Result<(), Error> {
         nodes.wait_until_ready().await.map_err(|_| Error::WatchStopped)?;
-        pods.wait_until_ready().await.map_err(|_| Error::WatchStopped)?;
+        pods.synced().await;
         loop {
             let now = jiff::Timestamp::now();
             let next = self.pass(&nodes, &pods, now).await;
@@ -148,15 +156,18 @@ impl Evictor {
     }
 
     /// Evicts every pod whose time has come; returns the next deadline, if any.
-    async fn pass(&mut self, nodes: &Store<Node>, pods: &Store<Pod>, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
+    async fn pass(&mut self, nodes: &Store<Node>, pods: &PodCache, now: jiff::Timestamp) -> Option<jiff::Timestamp> {
         let tainted = self.no_execute_taints(&nodes.state(), now);
         if tainted.is_empty() && self.scheduled.is_empty() && self.evicted.is_empty() {
             return None;
         }
-        let pods = pods.state();
-        self.evicted.retain(|uid| {
-            pods.iter().any(|p| p.uid().as_ref() == Some(uid) && p.metadata.deletion_timestamp.is_none())
-        });
+        let pods = pods.all();
+        let live: HashSet<&str> = pods
+            .iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .filter_map(|p| p.metadata.uid.as_deref())
+            .collect();
+        self.evicted.retain(|uid| live.contains(uid.as_str()));
         let mut next: Option<jiff::Timestamp> = None;
         let mut pending = HashMap::new();
         for pod in pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {

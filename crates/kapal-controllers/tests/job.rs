@@ -300,8 +300,13 @@ async fn a_suspended_job_runs_nothing_until_resumed() {
             (!job_pods(&cluster, &ns, "later").await.is_empty()).then_some(())
         })
         .await;
-    let job = jobs.get("later").await.unwrap();
-    assert!(condition(&job, "Suspended").is_none());
+    // The pod may show before the status that says the job resumed.
+    let job = cluster
+        .eventually("the job to report it resumed", WAIT, || async {
+            let job = jobs.get("later").await.unwrap();
+            condition(&job, "Suspended").is_none().then_some(job)
+        })
+        .await;
     assert!(job.status.unwrap().start_time.is_some());
 }
 

@@ -104,6 +104,10 @@ fn kubeconfig(url: &str, ca_pem: &str, token: Option<&str>) -> serde_json::Value
     })
 }
 
+/// Requests an agent keeps in flight at most: simulated nodes renew thousands of Leases, and
+/// each request in flight beyond the pooled connections would open another connection.
+const MAX_IN_FLIGHT: usize = 64;
+
 async fn client(url: &str, kubeconfig: &serde_json::Value, insecure: bool) -> Result<Client, Error> {
     let fail = |message: String| Error::Client { url: url.to_string(), message };
     let kubeconfig: Kubeconfig = serde_json::from_value(kubeconfig.clone()).map_err(|e| fail(e.to_string()))?;
@@ -111,7 +115,8 @@ async fn client(url: &str, kubeconfig: &serde_json::Value, insecure: bool) -> Re
         .await
         .map_err(|e| fail(e.to_string()))?;
     config.accept_invalid_certs = insecure;
-    Client::try_from(config).map_err(|e| fail(e.to_string()))
+    let builder = kube::client::ClientBuilder::try_from(config).map_err(|e| fail(e.to_string()))?;
+    Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(MAX_IN_FLIGHT)).build())
 }
 
 #[cfg(test)]

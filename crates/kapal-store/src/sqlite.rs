@@ -23,8 +23,9 @@ const APPLICATION_ID: i64 = 0x4B41_504C;
 const SCHEMA_VERSION: i64 = 1;
 /// Most writes applied in one transaction.
 const MAX_BATCH: usize = 512;
-/// Events buffered per watcher before it is considered lagging.
-const WATCH_BUFFER: usize = 64 * 1024;
+/// Events buffered per watcher before it is considered lagging (the channel keeps this many
+/// alive whether or not anyone lags; the watch cache resumes a lagging watch from history).
+const WATCH_BUFFER: usize = 4 * 1024;
 const READERS: usize = 4;
 
 pub use crate::Retention;

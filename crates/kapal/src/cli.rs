@@ -306,6 +306,12 @@ where
     }
 }
 
+/// Requests the in-process controllers and scheduler keep in flight at most. Beyond it they
+/// queue, so a burst (ReplicaSets creating hundreds of pods each) reuses pooled connections
+/// instead of opening a connection, with its TLS and HTTP buffers on both ends, per request.
+/// Watches hold a slot only until their response starts.
+const LOOPBACK_IN_FLIGHT: usize = 64;
+
 /// A kube client for in-process controllers, talking to the server over loopback HTTPS.
 async fn loopback_client(running: &kapal_apiserver::Running) -> anyhow::Result<kube::Client> {
     let kubeconfig =
@@ -313,7 +319,8 @@ async fn loopback_client(running: &kapal_apiserver::Running) -> anyhow::Result<k
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
         .await
         .context("building the loopback client configuration")?;
-    kube::Client::try_from(config).context("building the loopback client")
+    let builder = kube::client::ClientBuilder::try_from(config).context("building the loopback client")?;
+    Ok(builder.with_layer(&tower::limit::ConcurrencyLimitLayer::new(LOOPBACK_IN_FLIGHT)).build())
 }
 
 async fn wait_for_signal() {
