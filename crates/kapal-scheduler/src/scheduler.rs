@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -53,12 +53,37 @@ fn terminal(pod: &Pod) -> bool {
     matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
 }
 
+/// Drops what the scheduler never reads from a pod before it is kept: the scheduler holds every
+/// pod in the cluster and deep-copies each one it assumes. Managed fields are most of a pod's
+/// bytes; of the containers only name, image (image locality), resources, ports (host ports) and
+/// restart policy (sidecars) count; container statuses and annotations are not read.
+pub fn slim(pod: &mut Pod) {
+    pod.metadata.managed_fields = None;
+    pod.metadata.annotations = None;
+    if let Some(spec) = pod.spec.as_mut() {
+        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            *c = Container {
+                name: std::mem::take(&mut c.name),
+                image: c.image.take(),
+                resources: c.resources.take(),
+                ports: c.ports.take(),
+                restart_policy: c.restart_policy.take(),
+                ..Container::default()
+            };
+        }
+        spec.ephemeral_containers = None;
+    }
+    if let Some(status) = pod.status.as_mut() {
+        status.container_statuses = None;
+        status.init_container_statuses = None;
+        status.ephemeral_container_statuses = None;
+    }
+}
+
 impl State {
     /// A pod was added or changed. Returns whether pods may have become schedulable.
     pub fn apply_pod(&mut self, mut pod: Pod) -> bool {
-        // Managed fields are most of a pod's bytes and the scheduler never reads them, while it
-        // keeps every pod and deep-copies each one it assumes.
-        pod.metadata.managed_fields = None;
+        slim(&mut pod);
         if let Some(seen) = self.pods_listing.as_mut() {
             seen.insert(pod_key(&pod));
         }
