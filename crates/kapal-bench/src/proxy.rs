@@ -33,6 +33,10 @@ pub struct Args {
     /// Idle connections held open for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
+    /// Run the proxies on a current-thread tokio runtime instead of the multi-thread runtime
+    /// that `kapal proxy` uses (an experiment: with one core, which one serves it better).
+    #[arg(long)]
+    proxy_current_thread: bool,
     /// Internal: serve as a proxy with this config (the scenario runs itself as the proxy).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -59,11 +63,14 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-async fn spawn_proxy(config: &Path, identity: Option<&Path>) -> anyhow::Result<ProxyProcess> {
+async fn spawn_proxy(config: &Path, identity: Option<&Path>, current_thread: bool) -> anyhow::Result<ProxyProcess> {
     let admin = free_addr()?;
     let exe = std::env::current_exe()?;
     let mut cmd = pinned(&exe.to_string_lossy());
     cmd.arg("proxy").arg("--serve").arg(config).arg("--admin").arg(admin.to_string());
+    if current_thread {
+        cmd.arg("--proxy-current-thread");
+    }
     if let Some(dir) = identity {
         cmd.arg("--identity-dir").arg(dir);
     }
@@ -228,7 +235,17 @@ async fn serve(args: &Args, config: PathBuf) -> anyhow::Result<()> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     if let Some(config) = args.serve.clone() {
-        return serve(&args, config).await;
+        if !args.proxy_current_thread {
+            return serve(&args, config).await;
+        }
+        // The proxy gets a runtime of its own on its own thread; this one only waits.
+        let proxy = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            rt.block_on(serve(&args, config))
+        });
+        return tokio::task::spawn_blocking(move || proxy.join())
+            .await?
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the proxy thread panicked")));
     }
     let dir = tempfile::tempdir()?;
     let app = backend().await?;
@@ -257,9 +274,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &server_cfg,
         format!("{HEAD}inbound: [{{listen: '{mesh_in}', forwardPort: {}, requireMtls: true}}]\n", app.port()),
     )?;
-    let one = spawn_proxy(&plain_cfg, None).await?;
-    let server = spawn_proxy(&server_cfg, Some(&server_id)).await?;
-    let client = spawn_proxy(&client_cfg, Some(&client_id)).await?;
+    let one = spawn_proxy(&plain_cfg, None, args.proxy_current_thread).await?;
+    let server = spawn_proxy(&server_cfg, Some(&server_id), args.proxy_current_thread).await?;
+    let client = spawn_proxy(&client_cfg, Some(&client_id), args.proxy_current_thread).await?;
 
     println!("| figure | measured | target |\n|---|---|---|");
     row("proxy RSS idle", format!("{:.1} MiB", rss_mib(one.child.id())), "≤ 15 MB");

@@ -13,7 +13,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::Service;
 
 use crate::balance::p2c;
@@ -207,19 +207,49 @@ pub async fn accept_loop(listener: TcpListener, kind: Kind, ctx: ConnCtx) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let (kind, ctx) = (kind.clone(), ctx.clone());
-        tokio::spawn(async move {
-            let direction = kind.direction();
-            let labels = DirectionLabels { direction };
-            ctx.shared.metrics.tcp_connections.get_or_create(&labels).inc();
-            ctx.shared.metrics.tcp_open.get_or_create(&labels).inc();
-            if let Err(error) = handle(stream, remote, kind, &ctx).await {
-                tracing::debug!(%remote, %error, "connection ended with an error");
-            }
-            ctx.shared.metrics.tcp_open.get_or_create(&labels).dec();
-            drop(permit);
-        });
+        tokio::spawn(connection(stream, remote, kind.clone(), ctx.clone(), permit));
     }
+}
+
+/// One accepted connection's task. An idle connection costs what this future holds while it
+/// waits for the client's first bytes, so the big per-protocol state machine ([`handle`]) is
+/// only allocated once there is something to serve.
+async fn connection(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: ConnCtx, permit: OwnedSemaphorePermit) {
+    let labels = DirectionLabels { direction: kind.direction() };
+    let metrics = ctx.shared.metrics.clone();
+    metrics.tcp_connections.get_or_create(&labels).inc();
+    let open = metrics.tcp_open.get_or_create(&labels).clone();
+    open.inc();
+    if wait_for_request(&stream, &kind, &ctx).await
+        && let Err(error) = Box::pin(handle(stream, remote, kind, &ctx)).await
+    {
+        tracing::debug!(%remote, %error, "connection ended with an error");
+    }
+    open.dec();
+    drop(permit);
+}
+
+/// For a listener hinted as HTTP (no detection), waits until the client sends, bounded like a
+/// header read; false when it never did. Serving HTTP costs about 4 KiB per connection before
+/// the first byte (the connection state machines, hyper's buffers), so an idle HTTP connection
+/// waits here instead, for the price of the socket and a small task. Other connections go
+/// straight on (detection has its own, short, timeout).
+async fn wait_for_request(stream: &TcpStream, kind: &Kind, ctx: &ConnCtx) -> bool {
+    let Kind::Outbound(name) = kind else { return true };
+    let protocol = ctx.shared.snapshot().services.get(name).map_or(Protocol::Detect, |s| s.cfg.protocol);
+    if matches!(protocol, Protocol::Detect | Protocol::Opaque) {
+        return true;
+    }
+    first_bytes(stream, ctx.opts.header_read_timeout).await
+}
+
+/// Waits until the client has sent something: false on EOF, error or timeout. `readable()`
+/// alone is not enough: it may report a fresh socket readable before any byte arrived (seen
+/// with every accepted connection), which let all idle connections into hyper; a peek retries
+/// until a byte is really there.
+async fn first_bytes(stream: &TcpStream, timeout: Duration) -> bool {
+    let mut byte = [0u8; 1];
+    matches!(tokio::time::timeout(timeout, stream.peek(&mut byte)).await, Ok(Ok(n)) if n > 0)
 }
 
 async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx) -> Result<(), BoxError> {
@@ -227,6 +257,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
     let m = &ctx.shared.metrics;
     let read = m.tcp_bytes.get_or_create(&ResultLabels { direction, result: "read" }).clone();
     let written = m.tcp_bytes.get_or_create(&ResultLabels { direction, result: "write" }).clone();
+    let transparent = matches!(kind, Kind::TransparentOutbound | Kind::TransparentInbound);
     let Some(kind) = Box::pin(resolve(kind, &stream, ctx)).await? else {
         // Not a destination of the mesh: pass the bytes through unchanged.
         let original = ctx.opts.original_dst.original_dst(&stream)?;
@@ -269,13 +300,13 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
         m.detect.get_or_create(&ResultLabels { direction, result }).inc();
         d
     } else {
-        if protocol != Protocol::Opaque {
-            // hyper allocates an 8 KiB read buffer on its first read; an idle HTTP connection
-            // waits here instead, for the price of the socket (bounded like a header read).
-            let readable = Box::pin(tokio::time::timeout(ctx.opts.header_read_timeout, io.get_ref().readable())).await;
-            if !matches!(readable, Ok(Ok(()))) {
-                return Ok(());
-            }
+        // A listener's own service was waited for in [`wait_for_request`]; one found by
+        // original destination is waited for here.
+        if transparent
+            && protocol != Protocol::Opaque
+            && !Box::pin(first_bytes(io.get_ref(), ctx.opts.header_read_timeout)).await
+        {
+            return Ok(());
         }
         None
     };
@@ -436,6 +467,26 @@ mod tests {
         assert_eq!(classify(b"PRI * HT"), None);
         assert_eq!(classify(b"P"), None);
         assert_eq!(classify(b""), None);
+    }
+
+    #[tokio::test]
+    async fn an_idle_connection_task_stays_small() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
+        let (stream, remote) = accepted.unwrap();
+        let config = crate::config::ProxyConfig::from_text("apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\n");
+        let shared = Arc::new(Shared::new(config.unwrap(), Default::default(), None).unwrap());
+        let slots = Arc::new(Semaphore::new(1));
+        let permit = slots.clone().try_acquire_owned().unwrap();
+        let opts = Arc::new(ProxyOptions::default());
+        let ctx = ConnCtx { shared, opts, drain: watch::channel(false).1, slots };
+        let task = connection(stream, remote, Kind::Outbound("web".into()), ctx, permit);
+        // What 10,000 idle connections cost is mostly this, times 10,000: the per-protocol
+        // state machine must stay behind a box until the client sends something.
+        let size = std::mem::size_of_val(&task);
+        assert!(size <= 1024, "connection future is {size} bytes");
+        drop((task, client));
     }
 
     #[tokio::test(start_paused = true)]

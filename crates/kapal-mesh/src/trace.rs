@@ -29,6 +29,16 @@ impl TraceContext {
         }
     }
 
+    /// The `traceparent` value for the next hop (this span becomes the parent), without the
+    /// allocations of formatting: it is written on every request.
+    pub fn traceparent(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        hex_into(&mut out[3..35], self.trace_id);
+        hex_into(&mut out[36..52], u128::from(self.span_id));
+        hex_into(&mut out[53..55], u128::from(self.flags));
+        out
+    }
+
     /// The trace ID as 32 hex digits.
     pub fn trace_id_hex(&self) -> String {
         format!("{:032x}", self.trace_id)
@@ -38,7 +48,17 @@ impl TraceContext {
 /// `traceparent` for the next hop: this span becomes the parent.
 impl fmt::Display for TraceContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        // Only ASCII hex digits and dashes.
+        f.write_str(std::str::from_utf8(&self.traceparent()).unwrap_or_default())
+    }
+}
+
+/// Writes the low `out.len()` nibbles of `value` as lowercase hex, most significant first.
+fn hex_into(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
     }
 }
 
@@ -74,6 +94,16 @@ mod tests {
         let out = ctx.to_string();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"), "{out}");
         assert_eq!(parse(&out).unwrap().1, ctx.span_id);
+    }
+
+    #[test]
+    fn traceparent_bytes_match_the_w3c_format() {
+        let ctx =
+            TraceContext { trace_id: 0xab << 64 | 0x1, span_id: 0x00f0_67aa_0ba9_02b7, parent_id: None, flags: 1 };
+        let expected = format!("00-{:032x}-{:016x}-{:02x}", ctx.trace_id, ctx.span_id, ctx.flags);
+        assert_eq!(std::str::from_utf8(&ctx.traceparent()).unwrap(), expected);
+        assert_eq!(ctx.to_string(), expected);
+        assert_eq!(parse(&expected), Some((ctx.trace_id, ctx.span_id, 1)));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{StatusCode, Uri, Version, header};
 use hyper_util::rt::TokioIo;
 use rand::Rng;
@@ -145,16 +146,22 @@ impl Drop for InFlight<'_> {
 }
 
 /// `http://<original authority><path>`: hyper's client wants absolute URIs; the authority is
-/// kept for `Host`/`:authority`, the connector decides where to connect.
+/// kept for `Host`/`:authority`, the connector decides where to connect. Built from the
+/// request's own (shared) parts rather than formatted and parsed again: this runs per request.
 fn absolute_uri(req: &Req, fallback: std::net::SocketAddr) -> Result<Uri, ProxyError> {
-    let authority = req
-        .uri()
-        .authority()
-        .map(|a| a.as_str().to_string())
-        .or_else(|| req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string))
-        .unwrap_or_else(|| fallback.to_string());
-    let pq = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    format!("http://{authority}{pq}").parse().map_err(|e| ProxyError::BadRequest(format!("request target: {e}")))
+    let bad = |e: &dyn std::fmt::Display| ProxyError::BadRequest(format!("request target: {e}"));
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => match req.headers().get(header::HOST) {
+            Some(host) => Authority::try_from(host.as_bytes()).map_err(|e| bad(&e))?,
+            None => Authority::try_from(fallback.to_string()).map_err(|e| bad(&e))?,
+        },
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(Scheme::HTTP);
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/")));
+    Uri::from_parts(parts).map_err(|e| bad(&e))
 }
 
 impl tower::Service<Req> for Balance {
@@ -168,5 +175,30 @@ impl tower::Service<Req> for Balance {
 
     fn call(&mut self, req: Req) -> ResFuture {
         Box::pin(self.clone().run(req))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> Req {
+        let mut b = http::Request::get(uri);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(super::super::full("")).unwrap()
+    }
+
+    #[test]
+    fn absolute_uri_keeps_the_original_authority_and_target() {
+        let ep: std::net::SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        let uri = absolute_uri(&req("/a/b?x=1", Some("web.default:80")), ep).unwrap();
+        assert_eq!(uri, "http://web.default:80/a/b?x=1");
+        let uri = absolute_uri(&req("http://api.example/v1", Some("ignored")), ep).unwrap();
+        assert_eq!(uri, "http://api.example/v1");
+        assert_eq!(absolute_uri(&req("/", None), ep).unwrap(), "http://10.0.0.1:8080/");
+        let err = absolute_uri(&req("/", Some("bad host")), ep).unwrap_err();
+        assert_eq!(err.reason(), "bad-request");
     }
 }

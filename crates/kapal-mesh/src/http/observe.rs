@@ -1,17 +1,20 @@
 //! Golden metrics per route and backend, trace context, one span per request (a `tracing` span,
 //! and an OTLP span when export is on), access log.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
 
 use http::HeaderValue;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 use tracing::Instrument;
 
 use super::{ConnInfo, Inner, ProxyError, Req, Res, RouteCtx, Upstream, layer_service, route_ctx};
 use crate::metrics::{LatencyLabels, RequestLabels, status_class};
 use crate::otlp::{AttrValue, SpanKind, SpanRecord};
-use crate::state::Shared;
+use crate::route::Rule;
+use crate::state::{ServiceRt, Shared};
 use crate::trace::TraceContext;
 
 const TRACEPARENT: &str = "traceparent";
@@ -20,13 +23,49 @@ const TRACEPARENT: &str = "traceparent";
 #[derive(Clone)]
 pub struct Observe<S> {
     shared: Arc<Shared>,
+    /// One per connection (a stack is built per connection and cloned per request).
+    handles: Arc<Mutex<Handles>>,
     inner: S,
+}
+
+/// The metric handles of the last route and backend a connection's requests went to. The
+/// requests of a keep-alive connection nearly always share them, and finding them in the metric
+/// families costs five label strings, two hashes and two locks per request.
+#[derive(Default)]
+struct Handles {
+    key: Option<HandlesKey>,
+    latency: Option<Histogram>,
+    /// By status class: 1xx … 5xx.
+    requests: [Option<Counter>; 5],
+}
+
+/// What the handles are for. Weak, so that a connection does not keep an old config's services
+/// alive; a weak pointer also keeps the allocation, so its address cannot be reused by another
+/// rule or service while it is compared.
+struct HandlesKey {
+    service: Weak<ServiceRt>,
+    rule: Weak<Rule>,
+    backend: Weak<ServiceRt>,
+    direction: &'static str,
+    identity: Option<Arc<str>>,
+}
+
+impl Handles {
+    fn is_for(&self, ctx: &RouteCtx, direction: &'static str, identity: &Option<Arc<str>>) -> bool {
+        self.key.as_ref().is_some_and(|k| {
+            std::ptr::eq(k.service.as_ptr(), Arc::as_ptr(&ctx.service))
+                && std::ptr::eq(k.rule.as_ptr(), Arc::as_ptr(&ctx.rule))
+                && std::ptr::eq(k.backend.as_ptr(), Arc::as_ptr(&ctx.backend))
+                && k.direction == direction
+                && k.identity == *identity
+        })
+    }
 }
 
 impl<S: Inner> Observe<S> {
     /// Wraps `inner`.
     pub fn new(shared: Arc<Shared>, inner: S) -> Self {
-        Observe { shared, inner }
+        Observe { shared, handles: Arc::default(), inner }
     }
 
     async fn run(mut self, mut req: Req) -> Result<Res, ProxyError> {
@@ -34,7 +73,7 @@ impl<S: Inner> Observe<S> {
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let direction = conn.as_ref().map_or("outbound", |c| c.direction);
         let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
-        if let Ok(v) = HeaderValue::from_str(&trace.to_string()) {
+        if let Ok(v) = HeaderValue::from_bytes(&trace.traceparent()) {
             req.headers_mut().insert(TRACEPARENT, v);
         }
         let span = tracing::debug_span!(
@@ -59,7 +98,7 @@ impl<S: Inner> Observe<S> {
             Ok(r) => r.status(),
             Err(e) => e.status(),
         };
-        let identity = conn.as_ref().and_then(|c| c.client_identity.as_deref()).unwrap_or("").to_string();
+        let identity = conn.as_ref().and_then(|c| c.client_identity.clone());
         self.record(&ctx, direction, status.as_u16(), identity, elapsed);
         if let Some((spans, started)) = otlp {
             spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
@@ -75,26 +114,46 @@ impl<S: Inner> Observe<S> {
         ctx: &RouteCtx,
         direction: &'static str,
         status: u16,
-        identity: String,
+        identity: Option<Arc<str>>,
         elapsed: std::time::Duration,
     ) {
-        let m = &self.shared.metrics;
-        let latency = LatencyLabels {
-            direction,
-            service: ctx.service.cfg.name.clone(),
-            route: ctx.rule.name.clone(),
-            backend: ctx.backend.cfg.name.clone(),
-        };
-        m.latency.get_or_create(&latency).observe(elapsed.as_secs_f64());
-        let labels = RequestLabels {
-            direction,
-            service: latency.service,
-            route: latency.route,
-            backend: latency.backend,
-            status_class: status_class(status),
-            client_identity: identity,
-        };
-        m.requests.get_or_create(&labels).inc();
+        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
+        if !handles.is_for(ctx, direction, &identity) {
+            *handles = Handles {
+                key: Some(HandlesKey {
+                    service: Arc::downgrade(&ctx.service),
+                    rule: Arc::downgrade(&ctx.rule),
+                    backend: Arc::downgrade(&ctx.backend),
+                    direction,
+                    identity: identity.clone(),
+                }),
+                ..Handles::default()
+            };
+        }
+        let latency = handles.latency.get_or_insert_with(|| {
+            let labels = LatencyLabels {
+                direction,
+                service: ctx.service.cfg.name.clone(),
+                route: ctx.rule.name.clone(),
+                backend: ctx.backend.cfg.name.clone(),
+            };
+            self.shared.metrics.latency.get_or_create(&labels).clone()
+        });
+        latency.observe(elapsed.as_secs_f64());
+        let class = status_class(status);
+        let slot = usize::from((status / 100).clamp(1, 5) - 1);
+        let requests = handles.requests[slot].get_or_insert_with(|| {
+            let labels = RequestLabels {
+                direction,
+                service: ctx.service.cfg.name.clone(),
+                route: ctx.rule.name.clone(),
+                backend: ctx.backend.cfg.name.clone(),
+                status_class: class,
+                client_identity: identity.as_deref().unwrap_or("").to_string(),
+            };
+            self.shared.metrics.requests.get_or_create(&labels).clone()
+        });
+        requests.inc();
     }
 }
 
