@@ -47,13 +47,16 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
 /// Runs PodGC.
 pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> {
     let (pods, pod_writer) = reflector::store();
+    // With back-off: a watch whose server went away must wait between retries, not spin.
     let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
         .modify(trim)
         .reflect(pod_writer)
         .applied_objects()
         .for_each(|_| async {});
     let (nodes, node_writer) = reflector::store();
     let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default().any_semantic())
+        .default_backoff()
         .modify(|n: &mut Node| {
             n.spec = None;
             n.status = None;
