@@ -18,6 +18,10 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
+/// The same allocator as `kapal`, for the parts (the scheduler) that can run in this process.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "kapal-bench", about = "Kapal scenario benchmarks")]
 struct Cli {

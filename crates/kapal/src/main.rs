@@ -4,6 +4,11 @@ mod cli;
 
 use clap::Parser;
 
+/// jemalloc: the API server and controllers allocate and free many JSON buffers of every size;
+/// glibc's allocator fragments under that (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     cli::init_logging(&cli);
