@@ -4,6 +4,11 @@
 //! The cache keeps a bounded history of recent events so that watches can resume from a
 //! recent resourceVersion; older ones get 410 Gone, as from Kubernetes' own watch cache.
 //! Reads that must be consistent wait until the cache has caught up with the store's revision.
+//!
+//! Events are not held, as upstream keeps them out of its watch cache (`DefaultWatchCacheSizes`):
+//! there are a few per pod, they expire after an hour, and only `kubectl describe` and `kubectl
+//! get events` read them. Their changes still pass through the feed, so watches on them work like
+//! any other; gets and lists of them read the store ([`WatchCache::get_current`] and friends).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
@@ -19,6 +24,8 @@ use tokio::sync::{broadcast, watch};
 pub const ROOT: &str = "/registry/";
 /// Events kept for resuming watches, unless configured otherwise.
 pub const DEFAULT_HISTORY: usize = 20_000;
+/// Key prefixes whose objects the cache does not hold (see the module doc).
+const UNCACHED: [&str; 1] = ["/registry/core/events/"];
 /// Events a slow watcher may fall behind before it is closed (and resumes from its last RV).
 const FANOUT_BUFFER: usize = 16 * 1024;
 
@@ -193,8 +200,8 @@ impl WatchCache {
     async fn load(&self) -> Result<Revision, StoreError> {
         let page = self.store.list(ROOT, None, 0, None).await?;
         let mut objects = BTreeMap::new();
-        for kv in page.items {
-            if let Some(c) = decode(&kv) {
+        for kv in page.items.iter().filter(|kv| is_cached(&kv.key)) {
+            if let Some(c) = decode(kv) {
                 objects.insert(c.key.clone(), c);
             }
         }
@@ -272,16 +279,27 @@ impl WatchCache {
         };
         let event = {
             let mut st = self.write_state();
-            let prev = st.objects.get(&cached.key).cloned();
-            let change = match kind {
-                EventKind::Delete => {
-                    st.objects.remove(&cached.key);
-                    Change::Deleted
-                }
-                _ => {
-                    st.objects.insert(cached.key.clone(), cached.clone());
-                    if prev.is_some() { Change::Modified } else { Change::Added }
-                }
+            let (change, prev) = if !is_cached(&cached.key) {
+                // Not held: the store's revisions tell a new object from a changed one.
+                let change = match kind {
+                    EventKind::Delete => Change::Deleted,
+                    _ if kv.create_revision == kv.mod_revision => Change::Added,
+                    _ => Change::Modified,
+                };
+                (change, None)
+            } else {
+                let prev = st.objects.get(&cached.key).cloned();
+                let change = match kind {
+                    EventKind::Delete => {
+                        st.objects.remove(&cached.key);
+                        Change::Deleted
+                    }
+                    _ => {
+                        st.objects.insert(cached.key.clone(), cached.clone());
+                        if prev.is_some() { Change::Modified } else { Change::Added }
+                    }
+                };
+                (change, prev)
             };
             let event = Arc::new(CacheEvent {
                 change,
@@ -341,8 +359,29 @@ impl WatchCache {
         self.wait_for(self.store.current_revision(), Duration::from_secs(3)).await
     }
 
+    /// A held object (never one of the [`UNCACHED`] kinds; see [`WatchCache::get_current`]).
     pub fn get(&self, key: &str) -> Option<Cached> {
         self.read_state().objects.get(key).cloned()
+    }
+
+    /// The object at `key` now: from the cache if it holds such objects, else from the store.
+    /// For held objects this is as fresh as the cache; call [`WatchCache::sync`] first for a
+    /// consistent read.
+    pub async fn get_current(&self, key: &str) -> Result<Option<Cached>, StoreError> {
+        if is_cached(key) {
+            return Ok(self.get(key));
+        }
+        Ok(self.store.get(key).await?.as_ref().and_then(decode))
+    }
+
+    /// Every object under `prefix` now, from the cache or (for objects it does not hold) from
+    /// the store, with the revision the list is consistent at.
+    pub async fn list_current(&self, prefix: &str) -> Result<(Vec<Cached>, Revision), StoreError> {
+        if is_cached(prefix) {
+            return Ok(self.list_from(prefix, None, usize::MAX));
+        }
+        let page = self.store.list(prefix, None, 0, None).await?;
+        Ok((page.items.iter().filter_map(decode).collect(), page.revision))
     }
 
     /// Every object under a prefix, in key order.
@@ -393,6 +432,21 @@ impl WatchCache {
         Ok(Subscription { replay, live, after: st.revision.max(after) })
     }
 
+    /// Subscribes at the current revision, returning the current objects under `prefix`, from
+    /// the store for objects the cache does not hold.
+    pub async fn subscribe_with_state_current(&self, prefix: &str) -> Result<(Vec<Cached>, Subscription), StoreError> {
+        if is_cached(prefix) {
+            return Ok(self.subscribe_with_state(prefix));
+        }
+        // Subscribe first, then list: every change after the list's revision is on `live`, and
+        // the ones at or below it are already in the list.
+        let live = self.fanout.subscribe();
+        let after = self.revision();
+        let page = self.store.list(prefix, None, 0, None).await?;
+        let items = page.items.iter().filter_map(decode).collect();
+        Ok((items, Subscription { replay: Vec::new(), live, after: page.revision.max(after) }))
+    }
+
     /// Subscribes at the current revision, returning the current objects under `prefix`.
     pub fn subscribe_with_state(&self, prefix: &str) -> (Vec<Cached>, Subscription) {
         let st = self.read_state();
@@ -421,6 +475,11 @@ impl WatchCache {
     }
 }
 
+/// Whether the cache holds the objects under `key` (a key or a prefix).
+pub fn is_cached(key: &str) -> bool {
+    !UNCACHED.iter().any(|prefix| key.starts_with(prefix))
+}
+
 /// Decodes a stored object and stamps its resourceVersion.
 pub fn decode(kv: &KeyValue) -> Option<Cached> {
     let mut object: Value = serde_json::from_slice(&kv.value).ok()?;
@@ -432,5 +491,43 @@ pub fn decode(kv: &KeyValue) -> Option<Cached> {
 pub fn set_resource_version(object: &mut Value, rev: Revision) {
     if let Some(meta) = object.get_mut("metadata").and_then(|m| m.as_object_mut()) {
         meta.insert("resourceVersion".into(), Value::String(rev.to_string()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kapal_store::sqlite::SqliteStore;
+    use serde_json::json;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn events_pass_through_the_feed_but_are_not_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("kapal.db")).unwrap());
+        let body = |name: &str| serde_json::to_vec(&json!({"metadata": {"name": name, "namespace": "ns"}})).unwrap();
+        store.create("/registry/core/events/ns/old", body("old")).await.unwrap();
+        store.create("/registry/core/configmaps/ns/cm", body("cm")).await.unwrap();
+        let cache = WatchCache::start(store.clone(), 100).await.unwrap();
+        let (_, mut sub) = cache.subscribe_with_state("/registry/core/events/");
+        let created = store.create("/registry/core/events/ns/new", body("new")).await.unwrap();
+        let updated = store.update("/registry/core/events/ns/new", body("new"), created.mod_revision).await.unwrap();
+        assert!(cache.wait_for(updated.mod_revision, Duration::from_secs(5)).await);
+
+        assert_eq!(cache.len(), 1, "only the ConfigMap is held");
+        assert!(cache.get("/registry/core/events/ns/old").is_none());
+        let got = cache.get_current("/registry/core/events/ns/old").await.unwrap().unwrap();
+        assert_eq!(got.name(), "old");
+        let (all, revision) = cache.list_current("/registry/core/events/ns/").await.unwrap();
+        assert_eq!(all.iter().map(Cached::name).collect::<Vec<_>>(), ["new", "old"]);
+        assert_eq!(revision, updated.mod_revision);
+        let (initial, _) = cache.subscribe_with_state_current("/registry/core/events/").await.unwrap();
+        assert_eq!(initial.len(), 2);
+
+        // A new key is ADDED, a changed one MODIFIED, though the cache never held either.
+        let first = sub.live.recv().await.unwrap();
+        let second = sub.live.recv().await.unwrap();
+        assert_eq!((first.change, second.change), (Change::Added, Change::Modified));
+        assert!(second.prev.is_none());
     }
 }

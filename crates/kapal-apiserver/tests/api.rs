@@ -136,6 +136,7 @@ on_both_stores!(
     unauthenticated_requests_get_401,
     autoscalers_are_served_at_v1_and_v2_from_one_store,
     events_written_as_events_k8s_io_are_core_events_too,
+    events_are_read_from_the_store_and_watched_like_anything_else,
     evictions_honour_disruption_budgets,
     agents_fetch_a_ca_vouched_for_by_the_token,
     pods_take_the_priority_of_their_class,
@@ -471,6 +472,90 @@ async fn events_written_as_events_k8s_io_are_core_events_too(backend: Backend) {
     assert_eq!(core.involved_object.kind.as_deref(), Some("Pod"));
     assert_eq!(core.reporting_component.as_deref(), Some("kapal/agent"));
     assert_eq!(new_api.list(&ListParams::default()).await.unwrap().items[0].reason.as_deref(), Some("Pulled"));
+}
+
+/// Events are kept out of the watch cache (as upstream's): every verb must still work on them.
+async fn events_are_read_from_the_store_and_watched_like_anything_else(backend: Backend) {
+    use k8s_openapi::api::core::v1::Event;
+    let s = server_on(backend, HISTORY).await;
+    let api: Api<Event> = Api::namespaced(s.client.clone(), "default");
+    let event = |name: &str, pod: &str| -> Event {
+        serde_json::from_value(json!({
+            "metadata": {"name": name},
+            "involvedObject": {"kind": "Pod", "namespace": "default", "name": pod},
+            "reason": "Scheduled", "message": format!("assigned {pod}"), "type": "Normal", "count": 1
+        }))
+        .unwrap()
+    };
+    let start = api.list(&ListParams::default()).await.unwrap().metadata.resource_version.unwrap();
+    let mut stream = api.watch(&WatchParams::default().timeout(10), &start).await.unwrap().boxed();
+    for i in 0..5 {
+        api.create(&PostParams::default(), &event(&format!("e{i}"), &format!("p{}", i % 2))).await.unwrap();
+    }
+    let e = api.create(&PostParams::default(), &event("e0", "p0")).await.unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 409), "{e:?}");
+
+    // Get, a consistent list, a field selector, pages.
+    assert_eq!(api.get("e3").await.unwrap().message.as_deref(), Some("assigned p1"));
+    assert!(matches!(api.get("nope").await.unwrap_err(), kube::Error::Api(ref s) if s.code == 404));
+    assert_eq!(api.list(&ListParams::default()).await.unwrap().items.len(), 5);
+    let p1 = api.list(&ListParams::default().fields("involvedObject.name=p1")).await.unwrap();
+    assert_eq!(p1.items.iter().map(|e| e.name_any()).collect::<Vec<_>>(), ["e1", "e3"]);
+    let first = api.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(first.metadata.remaining_item_count, Some(3));
+    let token = first.metadata.continue_.clone().unwrap();
+    api.create(&PostParams::default(), &event("e9-late", "p0")).await.unwrap();
+    let rest = api.list(&ListParams::default().continue_token(&token)).await.unwrap();
+    let names: Vec<String> = first.items.iter().chain(&rest.items).map(|e| e.name_any()).collect();
+    assert_eq!(names, ["e0", "e1", "e2", "e3", "e4"], "a continued list stays at its first page's revision");
+
+    // Patch (as event recorders do to count repeats), then an update with a stale version.
+    let patched = api.patch("e0", &PatchParams::default(), &Patch::Merge(json!({"count": 2}))).await.unwrap();
+    assert_eq!(patched.count, Some(2));
+    let mut stale = api.get("e1").await.unwrap();
+    api.patch("e1", &PatchParams::default(), &Patch::Merge(json!({"count": 3}))).await.unwrap();
+    stale.count = Some(9);
+    let e = api.replace("e1", &PostParams::default(), &stale).await.unwrap_err();
+    assert!(matches!(e, kube::Error::Api(ref s) if s.code == 409), "{e:?}");
+
+    // Deletes, one and a collection.
+    api.delete("e2", &DeleteParams::default()).await.unwrap();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default().fields("involvedObject.name=p1"))
+        .await
+        .unwrap();
+    let left: Vec<String> =
+        api.list(&ListParams::default()).await.unwrap().items.iter().map(|e| e.name_any()).collect();
+    assert_eq!(left, ["e0", "e4", "e9-late"]);
+
+    // The watch saw everything in order: 6 creations, 2 patches, 3 deletions.
+    let mut seen = Vec::new();
+    while seen.len() < 11 {
+        match tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await.unwrap().unwrap().unwrap() {
+            WatchEvent::Added(e) => seen.push(format!("ADDED {}", e.name_any())),
+            WatchEvent::Modified(e) => seen.push(format!("MODIFIED {} {}", e.name_any(), e.count.unwrap_or(0))),
+            WatchEvent::Deleted(e) => seen.push(format!("DELETED {}", e.name_any())),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let expected = ["ADDED e0", "ADDED e1", "ADDED e2", "ADDED e3", "ADDED e4", "ADDED e9-late", "MODIFIED e0 2"];
+    assert_eq!(&seen[..7], expected);
+    assert_eq!(seen[7], "MODIFIED e1 3");
+    assert_eq!(seen[8], "DELETED e2");
+    let mut last: Vec<&str> = seen[9..].iter().map(String::as_str).collect();
+    last.sort();
+    assert_eq!(last, ["DELETED e1", "DELETED e3"]);
+
+    // A watch from "now" (no resourceVersion) starts with what exists.
+    let mut fresh = api.watch(&WatchParams::default().timeout(5), "0").await.unwrap().boxed();
+    let mut initial = Vec::new();
+    while initial.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(5), fresh.try_next()).await.unwrap().unwrap().unwrap() {
+            WatchEvent::Added(e) => initial.push(e.name_any()),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    initial.sort();
+    assert_eq!(initial, ["e0", "e4", "e9-late"]);
 }
 
 async fn evictions_honour_disruption_budgets(backend: Backend) {

@@ -68,7 +68,7 @@ impl ApiServer {
     pub(crate) async fn delete(&self, ctx: &Ctx) -> Result<Reply, ApiError> {
         let opts = DeleteOptions::from_ctx(ctx)?;
         self.cache.sync().await;
-        let mut current = Some(self.cached(ctx)?);
+        let mut current = Some(self.cached(ctx).await?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
             match self.delete_one(ctx, &old, &opts).await {
@@ -185,7 +185,8 @@ impl ApiServer {
         let filter = Filter::from_ctx(ctx)?;
         self.cache.sync().await;
         let prefix = ctx.served.info.namespace_prefix(ctx.namespace());
-        let targets: Vec<Cached> = self.cache.list(&prefix).into_iter().filter(|c| filter.matches(c)).collect();
+        let (all, _) = self.cache.list_current(&prefix).await.map_err(crate::store_error)?;
+        let targets: Vec<Cached> = all.into_iter().filter(|c| filter.matches(c)).collect();
         let mut deleted = Vec::new();
         for old in targets {
             let mut current = Some(old);

@@ -32,7 +32,7 @@ impl ApiServer {
         }
         let options = body.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
         self.cache.sync().await;
-        let pod = self.cached(ctx)?.object();
+        let pod = self.cached(ctx).await?.object();
         if !ignores_budgets(&pod) {
             self.spend_budget(&namespace, &name, &pod, ctx.dry_run()?).await?;
         }

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 
 use super::{Ctx, Dispatched};
 use crate::ApiServer;
-use crate::cache::{Cached, decode};
+use crate::cache::{Cached, decode, is_cached};
 use crate::http::bytes_response;
 use crate::output::{Output, negotiate, write_cached_into};
 use crate::resources::Served;
@@ -128,10 +128,14 @@ impl ApiServer {
             if !cont.start.starts_with(&prefix) {
                 return Err(ApiError::bad_request("continue key is not valid: it belongs to another list"));
             }
-            if cont.rv != self.cache.revision() {
-                return self.list_from_store(&prefix, &cont, limit, filter).await;
+            if cont.rv != self.cache.revision() || !is_cached(&prefix) {
+                return self.list_from_store(&prefix, Some(&cont.start), limit, Some(cont.rv), filter).await;
             }
             return Ok(self.list_from_cache(&prefix, Some(&cont.start), limit, filter));
+        }
+        if !is_cached(&prefix) {
+            // The store is always current, which satisfies any resourceVersion asked for.
+            return self.list_from_store(&prefix, None, limit, None, filter).await;
         }
         self.catch_up(ctx).await?;
         Ok(self.list_from_cache(&prefix, None, limit, filter))
@@ -170,14 +174,16 @@ impl ApiServer {
         Page { items, revision, continue_token, remaining }
     }
 
+    /// A page from the store: after `start_after`, at revision `at` (the latest when `None`).
     async fn list_from_store(
         &self,
         prefix: &str,
-        cont: &Continue,
+        start_after: Option<&str>,
         limit: usize,
+        at: Option<i64>,
         filter: &Filter,
     ) -> Result<Page, ApiError> {
-        let page = self.store.list(prefix, Some(&cont.start), limit, Some(cont.rv)).await.map_err(|e| match e {
+        let page = self.store.list(prefix, start_after, limit, at).await.map_err(|e| match e {
             StoreError::Compacted { .. } => ApiError::expired(
                 "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
             ),
@@ -191,11 +197,13 @@ impl ApiServer {
                 items.push(c);
             }
         }
+        let revision = at.unwrap_or(page.revision);
         let continue_token = match (page.remaining > 0, page.items.last()) {
-            (true, Some(last)) => Some(encode_continue(cont.rv, &last.key)),
+            (true, Some(last)) => Some(encode_continue(revision, &last.key)),
             _ => None,
         };
-        Ok(Page { items, revision: cont.rv, continue_token, remaining: None })
+        let remaining = (page.remaining > 0 && filter.is_everything()).then_some(page.remaining);
+        Ok(Page { items, revision, continue_token, remaining })
     }
 }
 

@@ -24,7 +24,7 @@ impl ApiServer {
     /// Reads the object a named request addresses, honouring `resourceVersion` semantics.
     pub(crate) async fn read_object(&self, ctx: &Ctx) -> Result<Cached, ApiError> {
         self.catch_up(ctx).await?;
-        self.cached(ctx)
+        self.cached(ctx).await
     }
 
     /// Waits until the cache is fresh enough for a read's `resourceVersion`: unset means the
@@ -46,12 +46,18 @@ impl ApiServer {
         Ok(())
     }
 
-    /// The cached object a named request addresses, or 404.
-    pub(crate) fn cached(&self, ctx: &Ctx) -> Result<Cached, ApiError> {
+    /// The object a named request addresses (from the cache, or the store for kinds the cache
+    /// does not hold), or 404.
+    pub(crate) async fn cached(&self, ctx: &Ctx) -> Result<Cached, ApiError> {
         let info = &ctx.served.info;
         let name = ctx.path.name.as_deref().unwrap_or_default();
-        self.cache
-            .get(&info.key(ctx.namespace(), name))
-            .ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))
+        self.lookup(ctx).await?.ok_or_else(|| ApiError::not_found(&info.group, &info.plural, name))
+    }
+
+    /// The object a named request addresses, if it exists.
+    pub(crate) async fn lookup(&self, ctx: &Ctx) -> Result<Option<Cached>, ApiError> {
+        let name = ctx.path.name.as_deref().unwrap_or_default();
+        let key = ctx.served.info.key(ctx.namespace(), name);
+        self.cache.get_current(&key).await.map_err(crate::store_error)
     }
 }

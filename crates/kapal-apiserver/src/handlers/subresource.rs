@@ -85,7 +85,7 @@ impl ApiServer {
         let info = &ctx.served.info;
         let name = ctx.path.name.clone().unwrap_or_default();
         self.cache.sync().await;
-        let mut current = Some(self.cached(ctx)?);
+        let mut current = Some(self.cached(ctx).await?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
             let old_object = old.object();
@@ -155,7 +155,7 @@ impl ApiServer {
         }
         let name = ctx.path.name.clone().unwrap_or_default();
         self.cache.sync().await;
-        let mut current = Some(self.cached(ctx)?);
+        let mut current = Some(self.cached(ctx).await?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
             let old_object = old.object();
@@ -218,7 +218,7 @@ impl ApiServer {
         let finalizers = body.pointer("/spec/finalizers").cloned().unwrap_or(json!([]));
         let name = ctx.path.name.clone().unwrap_or_default();
         self.cache.sync().await;
-        let mut current: Option<Cached> = Some(self.cached(ctx)?);
+        let mut current: Option<Cached> = Some(self.cached(ctx).await?);
         for _ in 0..8 {
             let Some(old) = current.take() else { break };
             let mut obj = (*old.object()).clone();

@@ -85,7 +85,9 @@ fn visible(filter: &Filter, ev: &CacheEvent) -> Option<&'static str> {
         Change::Added => now.then_some("ADDED"),
         Change::Deleted => now.then_some("DELETED"),
         Change::Modified => {
-            let before = ev.prev.as_ref().is_some_and(|p| filter.matches(p));
+            // Without the previous version (kinds the cache does not hold: Events), a change
+            // that matches now is taken to have matched before.
+            let before = ev.prev.as_ref().map_or(now, |p| filter.matches(p));
             match (before, now) {
                 (true, true) => Some("MODIFIED"),
                 (false, true) => Some("ADDED"),
@@ -134,7 +136,7 @@ impl ApiServer {
             if rv.is_empty() || send_initial {
                 self.cache.sync().await;
             }
-            let (objects, sub) = self.cache.subscribe_with_state(&prefix);
+            let (objects, sub) = self.cache.subscribe_with_state_current(&prefix).await.map_err(crate::store_error)?;
             for c in objects.iter().filter(|c| c.key.starts_with(prefix.as_str()) && filter.matches(c)) {
                 first.push(enc.event("ADDED", c));
             }

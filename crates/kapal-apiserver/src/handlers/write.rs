@@ -81,7 +81,7 @@ impl ApiServer {
         }
         let precondition = objects::resource_version(&body).map(String::from);
         let manager = ctx.field_manager()?;
-        let mut current = self.cache.sync().await.then(|| self.cached(ctx).ok()).flatten();
+        let mut current = if self.cache.sync().await { self.lookup(ctx).await? } else { None };
         for _ in 0..RETRIES {
             let Some(old) = current.take() else {
                 if strategy::allows_create_on_update(&ctx.served) && subresource.is_none() {
@@ -141,7 +141,7 @@ impl ApiServer {
         }
         let name = ctx.path.name.clone().unwrap_or_default();
         let precondition = crate::patch::resource_version_precondition(kind, &patch);
-        let mut current = self.cache.sync().await.then(|| self.cached(ctx).ok()).flatten();
+        let mut current = if self.cache.sync().await { self.lookup(ctx).await? } else { None };
         for _ in 0..RETRIES {
             let Some(old) = current.take() else {
                 if kind == crate::patch::PatchKind::Apply && subresource.is_none() {
