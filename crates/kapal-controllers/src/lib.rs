@@ -38,7 +38,7 @@ use kube::Client;
 type Running = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 
 /// Controllers that read pods from the shared [`podcache::PodCache`].
-const POD_READERS: [&str; 3] = ["replicaset", "nodelifecycle", "tainteviction"];
+const POD_READERS: [&str; 4] = ["replicaset", "nodelifecycle", "tainteviction", "podgc"];
 
 /// Every controller of the manager, by name. `pods` is the shared pod cache (for those of
 /// [`POD_READERS`] that run).
@@ -50,7 +50,7 @@ fn controllers(
     vec![
         ("namespace", Box::pin(namespace::run(client.clone()))),
         ("garbagecollector", Box::pin(garbagecollector::run(client.clone()))),
-        ("podgc", Box::pin(podgc::run(client.clone()))),
+        ("podgc", Box::pin(podgc::run_shared(client.clone(), podgc::Settings::default(), pods.clone()))),
         ("nodelifecycle", Box::pin(nodelifecycle::run_shared(client.clone(), settings.clone(), pods.clone()))),
         ("tainteviction", Box::pin(tainteviction::run_shared(client.clone(), settings.clone(), pods.clone()))),
         ("disruption", Box::pin(disruption::run(client.clone()))),

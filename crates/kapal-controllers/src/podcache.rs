@@ -271,8 +271,8 @@ fn key_of(pod: &Pod) -> Key {
 }
 
 /// A pod as the cache keeps it: metadata without managedFields and with only the annotations
-/// read here; of the spec, the node and tolerations; of the status, phase, conditions and the
-/// containers' restart counts and readiness.
+/// read here; of the spec, the node and tolerations; of the status, phase, the `Ready` condition
+/// and the containers' restart counts and readiness.
 pub fn slim(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     if let Some(annotations) = pod.metadata.annotations.as_mut() {
@@ -295,9 +295,11 @@ pub fn slim(pod: &mut Pod) {
                 })
                 .collect()
         });
+        // Of the conditions only `Ready` is read (readiness, availability, marking pods not ready).
+        let ready = status.conditions.map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
         pod.status = Some(PodStatus {
             phase: status.phase,
-            conditions: status.conditions,
+            conditions: ready,
             container_statuses: containers,
             ..PodStatus::default()
         });

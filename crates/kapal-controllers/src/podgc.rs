@@ -7,8 +7,7 @@
 //! - pods being deleted that were never scheduled (no kubelet will confirm them);
 //! - terminated pods beyond `--terminated-pod-gc-threshold`, oldest first.
 //!
-//! It keeps a trimmed copy of each pod (name, node, phase, deletion, creation time), so its
-//! memory stays small with many pods.
+//! It reads pods from the controller manager's shared [`PodCache`], so it holds no copy of its own.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -21,6 +20,8 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
+
+use crate::podcache::PodCache;
 
 /// How PodGC is tuned.
 #[derive(Debug, Clone)]
@@ -44,17 +45,16 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     run_with(client, Settings::default()).await
 }
 
-/// Runs PodGC.
+/// Runs PodGC on its own pod cache.
 pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> {
-    let (pods, pod_writer) = reflector::store();
-    // With back-off: a watch whose server went away must wait between retries, not spin.
-    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(trim)
-        .reflect(pod_writer)
-        .applied_objects()
-        .for_each(|_| async {});
+    let pods = PodCache::start(client.clone());
+    run_shared(client, settings, pods).await
+}
+
+/// Runs PodGC on a shared pod cache.
+pub async fn run_shared(client: Client, settings: Settings, pods: Arc<PodCache>) -> anyhow::Result<()> {
     let (nodes, node_writer) = reflector::store();
+    // With back-off: a watch whose server went away must wait between retries, not spin.
     let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default().any_semantic())
         .default_backoff()
         .modify(|n: &mut Node| {
@@ -65,47 +65,37 @@ pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> 
         .reflect(node_writer)
         .applied_objects()
         .for_each(|_| async {});
-    tokio::spawn(pod_stream);
-    tokio::spawn(node_stream);
-    pods.wait_until_ready().await?;
+    let node_task = tokio::spawn(node_stream);
+    let _stop = AbortOnDrop(node_task.abort_handle());
+    pods.synced().await;
     nodes.wait_until_ready().await?;
     let mut missing_since: HashMap<String, Instant> = HashMap::new();
     loop {
         tokio::time::sleep(settings.period).await;
-        collect(&client, &pods, &nodes, &settings, &mut missing_since).await;
+        collect(&client, &pods.all(), &nodes, &settings, &mut missing_since).await;
     }
 }
 
-/// Keeps only what PodGC reads.
-fn trim(pod: &mut Pod) {
-    pod.metadata.managed_fields = None;
-    pod.metadata.annotations = None;
-    pod.metadata.labels = None;
-    pod.metadata.owner_references = None;
-    if let Some(spec) = pod.spec.as_mut() {
-        let node = spec.node_name.take();
-        *spec = Default::default();
-        spec.node_name = node;
-    }
-    if let Some(status) = pod.status.as_mut() {
-        let phase = status.phase.take();
-        *status = Default::default();
-        status.phase = phase;
+/// Stops the node watch when PodGC stops.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
 async fn collect(
     client: &Client,
-    pods: &Store<Pod>,
+    pods: &[Arc<Pod>],
     nodes: &Store<Node>,
     settings: &Settings,
     missing_since: &mut HashMap<String, Instant>,
 ) {
-    let pods = pods.state();
     let existing: HashSet<String> = nodes.state().iter().map(|n| n.name_any()).collect();
     let now = Instant::now();
     let mut referenced = HashSet::new();
-    for pod in &pods {
+    for pod in pods {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
             if pod.metadata.deletion_timestamp.is_some() {
                 force_delete(client, pod, "terminating pod that was never scheduled").await;
@@ -123,7 +113,7 @@ async fn collect(
         }
     }
     missing_since.retain(|node, _| referenced.contains(node));
-    for pod in excess_terminated(&pods, settings.terminated_threshold) {
+    for pod in excess_terminated(pods, settings.terminated_threshold) {
         force_delete(client, pod, "terminated pod beyond the threshold").await;
     }
 }
@@ -196,19 +186,5 @@ mod tests {
         let names: Vec<String> = excess_terminated(&pods, 1).iter().map(|p| p.name_any()).collect();
         assert_eq!(names, ["old", "mid"]);
         assert!(excess_terminated(&pods, 3).is_empty());
-    }
-
-    #[test]
-    fn trimming_keeps_what_podgc_reads() {
-        let mut p: Pod = serde_json::from_value(json!({
-            "metadata": {"name": "a", "labels": {"x": "y"}},
-            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Running", "podIP": "10.0.0.1"}}))
-        .unwrap();
-        trim(&mut p);
-        assert_eq!(p.spec.as_ref().unwrap().node_name.as_deref(), Some("n1"));
-        assert!(p.spec.as_ref().unwrap().containers.is_empty());
-        assert_eq!(p.status.as_ref().unwrap().phase.as_deref(), Some("Running"));
-        assert!(p.status.as_ref().unwrap().pod_ip.is_none() && p.metadata.labels.is_none());
     }
 }

@@ -428,7 +428,8 @@ async fn a_failed_pod_comes_back_under_its_name_and_claims_can_go_with_the_set()
     let old = pods.get("web-1").await.unwrap();
     common::set_finished(&pods, &old, false).await;
     drive(&cluster, &ns, "web-1 back", || async {
-        ready_replicas(&api, 2).await && pods.get("web-1").await.unwrap().uid() != old.uid()
+        // Between the failed pod's deletion and its replacement there is no web-1 at all.
+        ready_replicas(&api, 2).await && pods.get_opt("web-1").await.unwrap().is_some_and(|p| p.uid() != old.uid())
     })
     .await;
     let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), &ns);

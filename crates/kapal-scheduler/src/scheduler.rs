@@ -94,6 +94,20 @@ impl State {
         {
             info.priority = *value;
         }
+        // A bound pod's requests and host ports are parsed now. Nothing reads its containers (a
+        // 2 KB struct each) or its status but the phase again: they matter only while a pod
+        // waits to be placed.
+        if info.node_name().is_some()
+            && let Some(pod) = Arc::get_mut(&mut info.pod)
+        {
+            if let Some(spec) = pod.spec.as_mut() {
+                spec.containers = Vec::new();
+                spec.init_containers = None;
+            }
+            if let Some(status) = pod.status.as_mut() {
+                *status = k8s_openapi::api::core::v1::PodStatus { phase: status.phase.take(), ..Default::default() };
+            }
+        }
         let info = Arc::new(info);
         let key = info.key.clone();
         if terminal(&info.pod) {
