@@ -37,6 +37,22 @@ pub struct Args {
     /// that `kapal proxy` uses (an experiment: with one core, which one serves it better).
     #[arg(long)]
     proxy_current_thread: bool,
+    /// Only the throughput figures (and idle RSS): skips the latency runs and the idle
+    /// connections, for quick before/after comparisons.
+    #[arg(long)]
+    throughput_only: bool,
+    /// Run this executable as the proxies (a `kapal-bench` build, e.g. an older one to compare
+    /// against) instead of this one.
+    #[arg(long)]
+    proxy_exe: Option<PathBuf>,
+    /// Also run this executable (another `kapal-bench` build) as a plain proxy, measured
+    /// as "kapal proxy (compare)" in the throughput rounds, interleaved with the others.
+    #[arg(long)]
+    compare_exe: Option<PathBuf>,
+    /// Throughput rounds: each round measures every target once, in turn, so that slow drifts
+    /// of a shared machine's load hit all of them alike.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Internal: serve as a proxy with this config (the scenario runs itself as the proxy).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -63,9 +79,21 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-async fn spawn_proxy(config: &Path, identity: Option<&Path>, current_thread: bool) -> anyhow::Result<ProxyProcess> {
+async fn spawn_proxy(config: &Path, identity: Option<&Path>, args: &Args) -> anyhow::Result<ProxyProcess> {
+    let exe = match &args.proxy_exe {
+        Some(exe) => exe.clone(),
+        None => std::env::current_exe()?,
+    };
+    spawn_proxy_exe(&exe, config, identity, args.proxy_current_thread).await
+}
+
+async fn spawn_proxy_exe(
+    exe: &Path,
+    config: &Path,
+    identity: Option<&Path>,
+    current_thread: bool,
+) -> anyhow::Result<ProxyProcess> {
     let admin = free_addr()?;
-    let exe = std::env::current_exe()?;
     let mut cmd = pinned(&exe.to_string_lossy());
     cmd.arg("proxy").arg("--serve").arg(config).arg("--admin").arg(admin.to_string());
     if current_thread {
@@ -274,16 +302,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &server_cfg,
         format!("{HEAD}inbound: [{{listen: '{mesh_in}', forwardPort: {}, requireMtls: true}}]\n", app.port()),
     )?;
-    let one = spawn_proxy(&plain_cfg, None, args.proxy_current_thread).await?;
-    let server = spawn_proxy(&server_cfg, Some(&server_id), args.proxy_current_thread).await?;
-    let client = spawn_proxy(&client_cfg, Some(&client_id), args.proxy_current_thread).await?;
+    let one = spawn_proxy(&plain_cfg, None, &args).await?;
+    let server = spawn_proxy(&server_cfg, Some(&server_id), &args).await?;
+    let client = spawn_proxy(&client_cfg, Some(&client_id), &args).await?;
 
     println!("| figure | measured | target |\n|---|---|---|");
     row("proxy RSS idle", format!("{:.1} MiB", rss_mib(one.child.id())), "≤ 15 MB");
     let duration = Duration::from_secs(args.duration);
     let others = baselines(dir.path(), app).await?;
     let mut targets = vec![("direct", app), ("kapal proxy", plain), ("kapal mesh pair (mTLS)", mesh_out)];
-    for proto in [Proto::H1, Proto::H2] {
+    let protos = if args.throughput_only { vec![] } else { vec![Proto::H1, Proto::H2] };
+    for proto in protos {
         for &rate in &args.rates {
             let mut baseline: Option<Samples> = None;
             // HAProxy and nginx are configured for HTTP/1.1 only.
@@ -323,11 +352,40 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     targets.extend(others.iter().map(|(name, addr, _)| (*name, *addr)));
-    for (name, addr) in targets {
-        let rps = loadgen::max_throughput(addr, duration, 64).await?;
-        row(&format!("max throughput HTTP/1.1, 64 connections, {name}"), format!("{rps:.0} req/s"), "");
+    let compare = match &args.compare_exe {
+        Some(exe) => {
+            let addr = free_addr()?;
+            let cfg = dir.path().join("compare.yaml");
+            std::fs::write(
+                &cfg,
+                format!("{HEAD}services:\n  - {{name: app, listen: '{addr}', endpoints: [{{address: '{app}'}}]}}\n"),
+            )?;
+            targets.insert(2, ("kapal proxy (compare)", addr));
+            Some(spawn_proxy_exe(exe, &cfg, None, args.proxy_current_thread).await?)
+        }
+        None => None,
+    };
+    for round in 1..=args.rounds.max(1) {
+        let mut measured = Vec::new();
+        for &(name, addr) in &targets {
+            let rps = loadgen::max_throughput(addr, duration, 64).await?;
+            let name = if args.rounds > 1 { format!("{name}, round {round}") } else { name.to_string() };
+            row(&format!("max throughput HTTP/1.1, 64 connections, {name}"), format!("{rps:.0} req/s"), "");
+            measured.push(rps);
+        }
+        if let Some(h) = targets.iter().position(|(name, _)| *name == "HAProxy") {
+            let of = |i: usize| format!("{:.0} %", 100.0 * measured[i] / measured[h]);
+            row(&format!("round {round}: kapal proxy / HAProxy"), of(1), "≥ 100 %");
+            if compare.is_some() {
+                row(&format!("round {round}: kapal proxy (compare) / HAProxy"), of(2), "");
+            }
+        }
     }
+    drop(compare);
     row("proxy RSS after load", format!("{:.1} MiB", rss_mib(one.child.id())), "");
+    if args.throughput_only {
+        return Ok(());
+    }
     let mut held = Vec::with_capacity(args.idle_connections);
     for _ in 0..args.idle_connections {
         match tokio::net::TcpStream::connect(idle).await {

@@ -42,10 +42,7 @@ impl Budget {
         let now = Instant::now();
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let w = &mut *w;
-        if now.saturating_duration_since(w.slots[w.head].0) >= self.slot_len {
-            w.head = (w.head + 1) % SLOTS;
-            w.slots[w.head] = (now, 0, 0);
-        }
+        self.advance(w, now);
         let horizon = self.slot_len * SLOTS as u32;
         let totals = w
             .slots
@@ -56,9 +53,20 @@ impl Budget {
         f(&mut w.slots[head], totals)
     }
 
-    /// Counts an original request.
+    fn advance(&self, w: &mut Window, now: Instant) {
+        if now.saturating_duration_since(w.slots[w.head].0) >= self.slot_len {
+            w.head = (w.head + 1) % SLOTS;
+            w.slots[w.head] = (now, 0, 0);
+        }
+    }
+
+    /// Counts an original request (every request: no totals needed).
     pub fn deposit(&self) {
-        self.with(|slot, _| slot.1 += 1);
+        let now = Instant::now();
+        let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        self.advance(&mut w, now);
+        let head = w.head;
+        w.slots[head].1 += 1;
     }
 
     /// Takes one retry from the budget; false when the budget is spent.

@@ -1,18 +1,20 @@
-//! Connections to one endpoint: TCP, or mutual TLS to a peer proxy with its identity checked,
-//! pooled by hyper's client (HTTP/1.1 keep-alive, HTTP/2 multiplexing).
+//! Connections to one endpoint: TCP, or mutual TLS to a peer proxy with its identity checked;
+//! HTTP/1.1 connections pooled for keep-alive ([`h1`]), one multiplexed HTTP/2 connection
+//! ([`h2`]).
+//!
+//! Each endpoint already is its own pool, so there is no pool key to hash and no shared map to
+//! lock: a checkout is a short critical section on the endpoint's idle list, the connection's
+//! driver task is spawned once per connection, and a connection goes back to the list when the
+//! response body has ended (not from a task per request).
 
-use std::future::Future;
+mod h1;
+mod h2;
+
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::rt::{Read, ReadBufCursor, Write};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::{Connected, Connection};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::io::Io;
@@ -110,84 +112,45 @@ impl Connector {
         Ok(Box::new(stream))
     }
 
+    /// The endpoint's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
     fn count_handshake(&self, result: &'static str) {
         self.metrics.tls_handshakes.get_or_create(&ResultLabels { direction: "outbound", result }).inc();
     }
 }
 
-impl tower::Service<http::Uri> for Connector {
-    type Response = Conn;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Conn, ConnectError>> + Send>>;
+/// Idle HTTP/1.1 connections older than this are closed.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Idle HTTP/1.1 connections kept per endpoint; more are closed when they come back.
+const MAX_IDLE: usize = 128;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: http::Uri) -> Self::Future {
-        // The URI carries the original authority (for Host/:authority); where to connect is fixed.
-        let this = self.clone();
-        Box::pin(async move { Ok(Conn(TokioIo::new(this.connect(false).await?))) })
-    }
-}
-
-/// A connection as hyper's client sees it.
-pub struct Conn(TokioIo<Box<dyn Io>>);
-
-impl Connection for Conn {
-    fn connected(&self) -> Connected {
-        Connected::new()
-    }
-}
-
-impl Read for Conn {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: ReadBufCursor<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl Write for Conn {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.0).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_shutdown(cx)
-    }
-}
-
-/// Pooled HTTP/1.1 and HTTP/2 clients for one endpoint.
+/// Connections to one endpoint: a pool of idle HTTP/1.1 connections, one shared HTTP/2
+/// connection, and raw connections for opaque TCP.
 pub struct EndpointClient {
     /// Raw connections (opaque TCP).
     pub connector: Connector,
-    h1: Client<Connector, Body>,
-    h2: Client<Connector, Body>,
+    h1: h1::Pool,
+    h2: h2::Shared,
 }
 
 impl EndpointClient {
     /// Clients for the endpoint behind `connector`.
     pub fn new(connector: Connector) -> Self {
-        let mut b = Client::builder(TokioExecutor::new());
-        b.pool_timer(TokioTimer::new()).pool_idle_timeout(Duration::from_secs(30));
-        let h1 = b.build(connector.clone());
-        b.timer(TokioTimer::new()).http2_only(true);
-        let h2 = b.build(connector.clone());
-        EndpointClient { connector, h1, h2 }
+        EndpointClient { connector, h1: h1::Pool::new(IDLE_TIMEOUT, MAX_IDLE), h2: h2::Shared::default() }
     }
 
-    /// Sends a request; HTTP/2 when `h2`, else HTTP/1.1. The URI must be absolute.
+    /// Sends a request; HTTP/2 when `h2` (the URI must then be absolute), else HTTP/1.1 (the
+    /// `Host` header or an absolute URI names the authority).
     pub async fn send(&self, req: http::Request<Body>, h2: bool) -> Result<http::Response<Body>, SendError> {
-        use http_body_util::BodyExt;
-        let res = if h2 { self.h2.request(req).await } else { self.h1.request(req).await };
-        match res {
-            Ok(res) => Ok(res.map(|b| b.map_err(|e| Box::new(e) as BoxError).boxed_unsync())),
-            Err(e) if e.is_connect() => Err(SendError::Connect(Box::new(e))),
-            Err(e) => Err(SendError::Io(Box::new(e))),
-        }
+        if h2 { self.h2.send(&self.connector, req).await } else { self.h1.send(&self.connector, req).await }
+    }
+
+    /// Idle HTTP/1.1 connections in the pool (for tests and debugging).
+    pub fn idle_h1(&self) -> usize {
+        self.h1.idle()
     }
 }
 
@@ -198,4 +161,173 @@ pub enum SendError {
     Connect(BoxError),
     /// The connection failed while the request was in flight.
     Io(BoxError),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, Full, StreamBody};
+    use hyper::body::{Frame, Incoming};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A backend (HTTP/1.1 and HTTP/2) counting the connections it accepted. Requests to
+    /// `/pair` wait until a second `/pair` request is in flight; `/stream` answers with a body
+    /// that never ends.
+    async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let pair = Arc::new(tokio::sync::Barrier::new(2));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let pair = pair.clone();
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                        let pair = pair.clone();
+                        async move {
+                            let body = match req.uri().path() {
+                                "/stream" => {
+                                    let frames = futures::stream::iter([Ok::<_, Infallible>(Frame::data(
+                                        Bytes::from_static(b"part"),
+                                    ))])
+                                    .chain(futures::stream::pending());
+                                    StreamBody::new(frames).boxed_unsync()
+                                }
+                                path => {
+                                    if path == "/pair" {
+                                        pair.wait().await;
+                                    }
+                                    Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync()
+                                }
+                            };
+                            Ok::<_, Infallible>(http::Response::new(body))
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    /// A backend that closes every connection after one response, without saying so.
+    async fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let mut buf = vec![0u8; 4096];
+                let mut read = 0;
+                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf[read..]).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => read += n,
+                    }
+                }
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn client(addr: SocketAddr) -> EndpointClient {
+        let connector = Connector::new(addr, Duration::from_secs(5), None, None, Arc::default()).unwrap();
+        EndpointClient::new(connector)
+    }
+
+    async fn get(client: &EndpointClient, path: &str, h2: bool) -> String {
+        let uri = format!("http://{}{path}", client.connector.addr());
+        let mut req = http::Request::get(uri).body(crate::http::full("")).unwrap();
+        if h2 {
+            *req.version_mut() = http::Version::HTTP_2;
+        }
+        let res = client.send(req, h2).await.unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+        let body = res.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn http1_connections_are_reused_across_requests() {
+        let (addr, accepted) = backend().await;
+        let client = client(addr);
+        for _ in 0..3 {
+            assert_eq!(get(&client, "/", false).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.idle_h1(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_closed_is_not_reused() {
+        let (addr, accepted) = closing_backend().await;
+        let client = client(addr);
+        assert_eq!(get(&client, "/", false).await, "ok");
+        // Wait until the connection's driver has seen the close.
+        while client.h1.open_idle() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn concurrent_http1_requests_open_separate_connections() {
+        let (addr, accepted) = backend().await;
+        let client = client(addr);
+        // Each `/pair` request is answered only once the other one has arrived.
+        let (a, b) = tokio::join!(get(&client, "/pair", false), get(&client, "/pair", false));
+        assert_eq!((a.as_str(), b.as_str()), ("ok", "ok"));
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        assert_eq!(client.idle_h1(), 2);
+        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_response_body_does_not_return_its_connection() {
+        let (addr, accepted) = backend().await;
+        let client = client(addr);
+        let req = http::Request::get(format!("http://{addr}/stream")).body(crate::http::full("")).unwrap();
+        let mut body = client.send(req, false).await.unwrap().into_body();
+        assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "part");
+        drop(body);
+        assert_eq!(client.idle_h1(), 0);
+        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn http2_requests_are_multiplexed_on_one_connection() {
+        let (addr, accepted) = backend().await;
+        let client = client(addr);
+        let (a, b) = tokio::join!(get(&client, "/pair", true), get(&client, "/pair", true));
+        assert_eq!((a.as_str(), b.as_str()), ("ok", "ok"));
+        assert_eq!(get(&client, "/", true).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn connect_failures_are_connect_errors() {
+        let addr = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+        let client = client(addr);
+        for h2 in [false, true] {
+            let req = http::Request::get(format!("http://{addr}/")).body(crate::http::full("")).unwrap();
+            assert!(matches!(client.send(req, h2).await, Err(SendError::Connect(_))));
+        }
+    }
 }

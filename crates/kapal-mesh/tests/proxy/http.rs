@@ -329,3 +329,47 @@ async fn grpc_unavailable_is_retried_and_proxy_errors_speak_grpc() {
     assert_eq!(res.header("grpc-status"), Some("14"));
     assert_eq!(res.header("x-kapal-error"), Some("no-endpoints"));
 }
+
+/// A backend counting the TCP connections it accepted.
+async fn counting_backend() -> (std::net::SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let svc = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
+            });
+            tokio::spawn(async move {
+                let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let _ = builder.serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_pooled_across_client_connections() {
+    let (addr, accepted) = counting_backend().await;
+    let p = proxy(&format!(
+        "services:
+  - {{name: h1, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{addr}'}}]}}
+  - {{name: h2, listen: 127.0.0.1:0, protocol: http2, endpoints: [{{address: '{addr}'}}]}}
+"
+    ))
+    .await;
+    for service in ["h1", "h2"] {
+        let base = url(&p, service).await;
+        // A new client (and so a new downstream connection) for every request.
+        for _ in 0..3 {
+            let client = if service == "h2" { h2_client() } else { h1_client() };
+            let answer = get(&client, format!("{base}/")).await;
+            assert_eq!((answer.status, answer.body.as_str()), (StatusCode::OK, "ok"));
+        }
+    }
+    // One HTTP/1.1 connection reused three times, one HTTP/2 connection for all streams.
+    assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
+}

@@ -1,0 +1,297 @@
+//! The HTTP/1.1 keep-alive pool of one endpoint.
+//!
+//! Idle connections wait in a LIFO list (the most recently used one is the likeliest to still
+//! be open). A request takes one, or opens a new connection when none is ready; its response
+//! body gives the connection back once it has ended, and drops it when it is abandoned early
+//! (the connection cannot be reused then). Connections the server closed, upgraded ones and
+//! ones idle for longer than the idle timeout are never handed out.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Method, StatusCode, Uri, header};
+use hyper::body::{Body as _, Frame, Incoming, SizeHint};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use super::{Connector, SendError};
+use crate::{Body, BoxError};
+
+type Sender = http1::SendRequest<Body>;
+
+/// Idle HTTP/1.1 connections to one endpoint.
+pub(super) struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    idle: Mutex<Idle>,
+    idle_timeout: Duration,
+    max_idle: usize,
+}
+
+#[derive(Default)]
+struct Idle {
+    /// Oldest first; each with when it became idle.
+    conns: VecDeque<(Sender, Instant)>,
+    /// Whether a task is closing expired connections.
+    sweeping: bool,
+}
+
+impl Pool {
+    pub(super) fn new(idle_timeout: Duration, max_idle: usize) -> Self {
+        Pool { inner: Arc::new(Inner { idle: Mutex::default(), idle_timeout, max_idle }) }
+    }
+
+    pub(super) fn idle(&self) -> usize {
+        self.inner.lock().conns.len()
+    }
+
+    /// Idle connections whose driver has not seen them close.
+    #[cfg(test)]
+    pub(super) fn open_idle(&self) -> usize {
+        self.inner.lock().conns.iter().filter(|(tx, _)| !tx.is_closed()).count()
+    }
+
+    /// Sends `req` on an idle connection or a new one. A request that a reused connection
+    /// refused before sending anything (the server closed it meanwhile) is sent again, as the
+    /// request never left.
+    pub(super) async fn send(
+        &self,
+        connector: &Connector,
+        mut req: http::Request<Body>,
+    ) -> Result<http::Response<Body>, SendError> {
+        to_origin_form(&mut req, connector.addr())?;
+        loop {
+            let (mut tx, reused) = match self.inner.checkout() {
+                Some(tx) => (tx, true),
+                None => (connect(connector).await?, false),
+            };
+            match tx.try_send_request(req).await {
+                Ok(res) => return Ok(self.response(res, tx)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(SendError::Io(Box::new(e.into_error()))),
+                },
+            }
+        }
+    }
+
+    fn response(&self, res: http::Response<Incoming>, tx: Sender) -> http::Response<Body> {
+        // An upgraded connection belongs to the tunnel now.
+        let reusable = res.status() != StatusCode::SWITCHING_PROTOCOLS;
+        let conn = reusable.then(|| Checkin { tx, pool: Arc::downgrade(&self.inner) });
+        res.map(|inner| http_body_util::BodyExt::boxed_unsync(PooledBody { inner, conn, ended: false }))
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The most recently used idle connection that can take a request.
+    fn checkout(&self) -> Option<Sender> {
+        let mut idle = self.lock();
+        while let Some((tx, since)) = idle.conns.pop_back() {
+            if tx.is_ready() && since.elapsed() < self.idle_timeout {
+                return Some(tx);
+            }
+        }
+        None
+    }
+
+    fn checkin(self: &Arc<Self>, tx: Sender) {
+        let mut idle = self.lock();
+        if idle.conns.len() >= self.max_idle {
+            return;
+        }
+        idle.conns.push_back((tx, Instant::now()));
+        if !idle.sweeping
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            idle.sweeping = true;
+            rt.spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+
+    /// Drops expired and closed connections; whether any are left.
+    fn prune(&self) -> bool {
+        let mut idle = self.lock();
+        let timeout = self.idle_timeout;
+        idle.conns.retain(|(tx, since)| !tx.is_closed() && since.elapsed() < timeout);
+        idle.sweeping = !idle.conns.is_empty();
+        idle.sweeping
+    }
+}
+
+/// Closes idle connections once they expire; runs while the pool has any.
+async fn sweep(pool: Weak<Inner>) {
+    loop {
+        let Some(every) = pool.upgrade().map(|p| p.idle_timeout / 2) else { return };
+        tokio::time::sleep(every).await;
+        match pool.upgrade() {
+            Some(p) if p.prune() => {}
+            _ => return,
+        }
+    }
+}
+
+/// Opens a connection and spawns its driver.
+async fn connect(connector: &Connector) -> Result<Sender, SendError> {
+    let io = connector.connect(false).await.map_err(|e| SendError::Connect(Box::new(e)))?;
+    let (tx, conn) =
+        http1::handshake(TokioIo::new(io)).await.map_err(|e| SendError::Connect(Box::new(e) as BoxError))?;
+    tokio::spawn(async move {
+        if let Err(error) = conn.with_upgrades().await {
+            tracing::debug!(%error, "upstream HTTP/1.1 connection failed");
+        }
+    });
+    Ok(tx)
+}
+
+/// HTTP/1.1 sends the path (`origin-form`, or `authority-form` for CONNECT) and names the
+/// authority in `Host`: the one of an absolute URI when the client sent no `Host`, else the
+/// endpoint's address.
+fn to_origin_form(req: &mut http::Request<Body>, fallback: std::net::SocketAddr) -> Result<(), SendError> {
+    let bad = |e: &dyn std::fmt::Display| SendError::Connect(format!("request target: {e}").into());
+    if !req.headers().contains_key(header::HOST) {
+        let host = match req.uri().authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).map_err(|e| bad(&e))?,
+            None => HeaderValue::try_from(fallback.to_string()).map_err(|e| bad(&e))?,
+        };
+        req.headers_mut().insert(header::HOST, host);
+    }
+    if req.method() == Method::CONNECT {
+        if let Some(a) = req.uri().authority().cloned() {
+            *req.uri_mut() = Uri::from(a);
+        }
+    } else if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(pq);
+    }
+    Ok(())
+}
+
+/// A connection on its way back to the pool.
+struct Checkin {
+    tx: Sender,
+    pool: Weak<Inner>,
+}
+
+impl Checkin {
+    /// Returns the connection: at once when it can take the next request (the usual case: its
+    /// driver has read the whole response before the body's end reached here), else once it
+    /// can (it may still be sending the request body).
+    fn release(self) {
+        let Checkin { mut tx, pool } = self;
+        let Some(pool) = pool.upgrade() else { return };
+        if tx.is_ready() {
+            pool.checkin(tx);
+        } else if !tx.is_closed()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                if tx.ready().await.is_ok() {
+                    pool.checkin(tx);
+                }
+            });
+        }
+    }
+}
+
+/// A response body that gives its connection back to the pool once it has ended.
+struct PooledBody {
+    inner: Incoming,
+    conn: Option<Checkin>,
+    ended: bool,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        self.ended = true;
+        if let Some(conn) = self.conn.take() {
+            conn.release();
+        }
+    }
+}
+
+impl hyper::body::Body for PooledBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<bytes::Bytes>, BoxError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        match &frame {
+            // hyper stops polling a body that says it has ended.
+            Some(Ok(_)) if this.inner.is_end_stream() => this.release(),
+            Some(Ok(_)) => {}
+            None => this.release(),
+            // A broken response leaves the connection in an unknown state.
+            Some(Err(_)) => this.conn = None,
+        }
+        Poll::Ready(frame.map(|f| f.map_err(|e| Box::new(e) as BoxError)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // An empty body (204, HEAD, Content-Length: 0) is never polled; a body abandoned
+        // before its end leaves unread bytes on the connection, which is then dropped.
+        if self.ended || self.inner.is_end_stream() {
+            self.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(uri: &str, host: Option<&str>) -> http::Request<Body> {
+        let mut b = http::Request::get(uri);
+        if let Some(h) = host {
+            b = b.header(header::HOST, h);
+        }
+        b.body(crate::http::full("")).unwrap()
+    }
+
+    #[test]
+    fn requests_go_out_in_origin_form_with_a_host() {
+        let ep: std::net::SocketAddr = "10.0.0.1:8080".parse().unwrap();
+        let mut r = req("http://web.default:80/a?x=1", None);
+        to_origin_form(&mut r, ep).unwrap();
+        assert_eq!(r.uri(), "/a?x=1");
+        assert_eq!(r.headers()[header::HOST], "web.default:80");
+        // The client's Host wins over an absolute URI's authority, as in hyper's client.
+        let mut r = req("http://api.example", Some("kept"));
+        to_origin_form(&mut r, ep).unwrap();
+        assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()[header::HOST], "kept");
+        let mut r = req("/x", None);
+        to_origin_form(&mut r, ep).unwrap();
+        assert_eq!(r.uri(), "/x");
+        assert_eq!(r.headers()[header::HOST], "10.0.0.1:8080");
+        let mut r = req("http://db:5432", None);
+        *r.method_mut() = Method::CONNECT;
+        to_origin_form(&mut r, ep).unwrap();
+        assert_eq!(r.uri(), "db:5432");
+    }
+}
