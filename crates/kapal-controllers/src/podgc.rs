@@ -13,14 +13,13 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{self, Store};
-use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::nodelifecycle::mirror;
 use crate::podcache::PodCache;
 
 /// How PodGC is tuned.
@@ -51,37 +50,27 @@ pub async fn run_with(client: Client, settings: Settings) -> anyhow::Result<()> 
     run_shared(client, settings, pods).await
 }
 
-/// Runs PodGC on a shared pod cache.
+/// Runs PodGC on a shared pod cache; returns only if the node watch ends.
 pub async fn run_shared(client: Client, settings: Settings, pods: Arc<PodCache>) -> anyhow::Result<()> {
     let (nodes, node_writer) = reflector::store();
-    // With back-off: a watch whose server went away must wait between retries, not spin.
-    let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default().any_semantic())
-        .default_backoff()
-        .modify(|n: &mut Node| {
-            n.spec = None;
-            n.status = None;
-            n.metadata.managed_fields = None;
-        })
-        .reflect(node_writer)
-        .applied_objects()
-        .for_each(|_| async {});
-    let node_task = tokio::spawn(node_stream);
-    let _stop = AbortOnDrop(node_task.abort_handle());
-    pods.synced().await;
-    nodes.wait_until_ready().await?;
-    let mut missing_since: HashMap<String, Instant> = HashMap::new();
-    loop {
-        tokio::time::sleep(settings.period).await;
-        collect(&client, &pods.all(), &nodes, &settings, &mut missing_since).await;
-    }
-}
-
-/// Stops the node watch when PodGC stops.
-struct AbortOnDrop(tokio::task::AbortHandle);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    let collector = async {
+        pods.synced().await;
+        nodes.wait_until_ready().await?;
+        let mut missing_since: HashMap<String, Instant> = HashMap::new();
+        loop {
+            tokio::time::sleep(settings.period).await;
+            collect(&client, &pods.all(), &nodes, &settings, &mut missing_since).await;
+        }
+    };
+    let only_names = |n: &mut Node| {
+        n.spec = None;
+        n.status = None;
+    };
+    tokio::select! {
+        () = mirror(Api::<Node>::all(client.clone()), node_writer, None, only_names) => {
+            anyhow::bail!("the node watch ended")
+        }
+        result = collector => result,
     }
 }
 
