@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every Kapal test. Installs what the build and tests need first, when it is missing:
-# protoc (Debian protobuf-compiler, for etcd-client), etcd (etcd-server), curl, and the official
-# Python Kubernetes client (PyPI).
+# protoc (Debian protobuf-compiler, for etcd-client), etcd (etcd-server), curl, nftables (the
+# proxy's redirect test), and the official Python Kubernetes client (PyPI).
 # Real kubectl is taken from /usr/bin/kubectl and /usr/lib/google-cloud-sdk/bin/kubectl.1.NN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +10,7 @@ missing=()
 command -v protoc >/dev/null || missing+=(protobuf-compiler)
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 command -v curl >/dev/null || missing+=(curl)
+command -v nft >/dev/null || missing+=(nftables)
 command -v python3 >/dev/null || missing+=(python3 python3-pip)
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

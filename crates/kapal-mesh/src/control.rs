@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 use crate::config::{ConfigError, ProxyConfig};
 use crate::io::Io;
 use crate::metrics::{Metrics, OutcomeLabels};
-use crate::tls::{self, TlsError};
+use crate::tls::{self, MeshTls, TlsError};
 
 /// How to reach the control plane.
 #[derive(Debug, Clone)]
@@ -32,6 +32,9 @@ pub struct ControlPlaneOptions {
     pub url: String,
     /// Trust anchors (PEM) for an `https` URL; required for `https`.
     pub ca: Option<PathBuf>,
+    /// The proxy's mesh identity, presented as a client certificate to an `https` control
+    /// plane so that it knows which workload is asking (the one in use at each connect).
+    pub identity: Option<Arc<MeshTls>>,
     /// First reconnect delay; doubled after each failure up to `max_backoff`.
     pub initial_backoff: Duration,
     /// Cap of the reconnect delay.
@@ -51,6 +54,7 @@ impl ControlPlaneOptions {
         ControlPlaneOptions {
             url: url.into(),
             ca: None,
+            identity: None,
             initial_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(10),
@@ -150,7 +154,8 @@ impl Target {
             (true, Some(ca)) => {
                 let name =
                     ServerName::try_from(host.clone()).map_err(|_| bad("host is not a valid TLS server name"))?;
-                Some((tokio_rustls::TlsConnector::from(tls::https_client_config(ca)?), name))
+                let config = tls::https_client_config(ca, opts.identity.clone())?;
+                Some((tokio_rustls::TlsConnector::from(config), name))
             }
         };
         Ok(Target { uri, authority: authority.to_string(), host, port, tls })

@@ -407,7 +407,8 @@ pub struct ProxyArgs {
     /// body is newline-delimited JSON ProxyConfig documents; reconnects with back-off.
     #[arg(long, env = "KAPAL_PROXY_CONTROL_PLANE")]
     pub control_plane: Option<String>,
-    /// Trust anchors (PEM) for an https --control-plane.
+    /// Trust anchors (PEM) for an https --control-plane. With a mesh identity (--identity-dir or
+    /// --cert) the proxy presents its certificate to the control plane as a TLS client.
     #[arg(long, requires = "control_plane")]
     pub control_plane_ca: Option<PathBuf>,
     /// OpenTelemetry collector (`http://host:4318`): one span per request is exported over
@@ -438,10 +439,22 @@ fn parse_duration(s: &str) -> Result<config::Duration, String> {
 /// Runs `kapal proxy` until SIGTERM/SIGINT, then drains.
 pub async fn run(args: ProxyArgs) -> Result<(), Error> {
     let metrics = Arc::new(Metrics::default());
+    let files = match (&args.identity_dir, &args.cert, &args.key, &args.ca) {
+        (Some(dir), ..) => Some(TlsFiles::in_dir(dir)),
+        (None, Some(cert), Some(key), Some(ca)) => {
+            Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
+        }
+        _ => None,
+    };
+    let tls = files.map(MeshTls::load).transpose()?.map(Arc::new);
     let mut control = match &args.control_plane {
         None => None,
         Some(url) => {
-            let opts = ControlPlaneOptions { ca: args.control_plane_ca.clone(), ..ControlPlaneOptions::new(url) };
+            let opts = ControlPlaneOptions {
+                ca: args.control_plane_ca.clone(),
+                identity: tls.clone(),
+                ..ControlPlaneOptions::new(url)
+            };
             Some(ControlPlane::new(opts, metrics.clone())?)
         }
     };
@@ -456,14 +469,6 @@ pub async fn run(args: ProxyArgs) -> Result<(), Error> {
         }
         (None, None) => return Err(Error::Usage("--config FILE or --control-plane URL is required".into())),
     };
-    let files = match (&args.identity_dir, &args.cert, &args.key, &args.ca) {
-        (Some(dir), ..) => Some(TlsFiles::in_dir(dir)),
-        (None, Some(cert), Some(key), Some(ca)) => {
-            Some(TlsFiles { cert: cert.clone(), key: key.clone(), ca: ca.clone() })
-        }
-        _ => None,
-    };
-    let tls = files.map(MeshTls::load).transpose()?.map(Arc::new);
     let opts = ProxyOptions {
         admin: Some(args.admin),
         detect_timeout: args.detect_timeout.0,

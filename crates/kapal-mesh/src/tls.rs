@@ -8,12 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ResolvesClientCert, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
+use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 
 use crate::metrics::{Metrics, ResultLabels};
@@ -84,6 +85,8 @@ struct Loaded {
     server: Arc<ServerConfig>,
     client_http: Arc<ClientConfig>,
     client_tcp: Arc<ClientConfig>,
+    /// The chain and key, for connections that authenticate with them outside the mesh.
+    certified: Arc<CertifiedKey>,
     identity: Option<String>,
 }
 
@@ -106,18 +109,43 @@ fn certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// A client config for an ordinary HTTPS server (the control plane): the server's chain is
 /// verified against the trust anchors in `ca` and its name against the URL host, as any HTTPS
-/// client would; no client certificate, ALPN `http/1.1`.
-pub fn https_client_config(ca: &Path) -> Result<Arc<ClientConfig>, TlsError> {
+/// client would; ALPN `http/1.1`. With `identity`, the proxy authenticates itself with its mesh
+/// certificate — the current one at each handshake, so a rotated certificate is presented from
+/// the next connection on.
+pub fn https_client_config(ca: &Path, identity: Option<Arc<MeshTls>>) -> Result<Arc<ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     for cert in certs(ca)? {
         roots.add(cert)?;
     }
-    let mut config = ClientConfig::builder_with_provider(provider())
+    let builder = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match identity {
+        Some(tls) => {
+            let mut config = builder.with_client_cert_resolver(Arc::new(CurrentCertificate(tls)));
+            // A resumed session carries the identity of the handshake that created it: every
+            // connection does a full handshake, so the server sees the certificate in use now.
+            config.resumption = rustls::client::Resumption::disabled();
+            config
+        }
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
+}
+
+/// Resolves to the proxy's current mesh certificate.
+#[derive(Debug)]
+struct CurrentCertificate(Arc<MeshTls>);
+
+impl ResolvesClientCert for CurrentCertificate {
+    fn resolve(&self, _: &[&[u8]], _: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.current().certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
 }
 
 impl Loaded {
@@ -154,12 +182,9 @@ impl Loaded {
             c.enable_sni = false;
             Ok(Arc::new(c))
         };
-        Ok(Loaded {
-            server: Arc::new(server),
-            client_http: client(ALPN_HTTP)?,
-            client_tcp: client(ALPN_TCP)?,
-            identity,
-        })
+        let (client_http, client_tcp) = (client(ALPN_HTTP)?, client(ALPN_TCP)?);
+        let certified = Arc::new(CertifiedKey::from_der(chain, key, &provider())?);
+        Ok(Loaded { server: Arc::new(server), client_http, client_tcp, certified, identity })
     }
 }
 

@@ -279,19 +279,31 @@ async fn reconnects_back_off_exponentially_up_to_the_cap_and_reset_after_a_docum
 }
 
 /// An HTTPS control plane on 127.0.0.1 with a certificate from `pki`, sending `body` on every
-/// connection.
-async fn https_control_plane(pki: &Pki, body: String) -> SocketAddr {
+/// connection. With `clients`, it requires a client certificate from `pki` and records each
+/// client's SPIFFE ID there.
+async fn https_control_plane(
+    pki: &Pki,
+    body: String,
+    clients: Option<Arc<std::sync::Mutex<Vec<String>>>>,
+) -> SocketAddr {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let (cert, key) = pki.server_leaf();
     let chain = vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()];
     let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(chain, key)
-        .unwrap();
+    let builder =
+        rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+    let builder = if clients.is_some() {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap()).unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+        builder.with_client_cert_verifier(verifier)
+    } else {
+        builder.with_no_client_auth()
+    };
+    let config = builder.with_single_cert(chain, key).unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -299,6 +311,11 @@ async fn https_control_plane(pki: &Pki, body: String) -> SocketAddr {
         loop {
             let Ok((stream, _)) = listener.accept().await else { return };
             let Ok(mut tls) = acceptor.accept(stream).await else { continue };
+            if let Some(clients) = &clients {
+                let peer = tls.get_ref().1.peer_certificates().and_then(|c| c.first().cloned());
+                let id = peer.and_then(|c| kapal_mesh::tls::peer_identity(&c)).unwrap_or_default();
+                clients.lock().unwrap().push(id);
+            }
             let mut buf = [0u8; 1024];
             let _ = tls.read(&mut buf).await;
             let res = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{body}", body.len());
@@ -313,7 +330,7 @@ async fn https_control_plane(pki: &Pki, body: String) -> SocketAddr {
 async fn an_https_control_plane_is_verified_against_the_given_ca() {
     let (pki, other) = (Pki::new(), Pki::new());
     let backend = SocketAddr::from(([127, 0, 0, 1], 9));
-    let addr = https_control_plane(&pki, doc(backend)).await;
+    let addr = https_control_plane(&pki, doc(backend), None).await;
     let dir = tempfile::tempdir().unwrap();
     let client = |ca_pem: String, name: &str| {
         let path = dir.path().join(name);
@@ -335,4 +352,44 @@ async fn an_https_control_plane_is_verified_against_the_given_ca() {
     let text = metrics.encode();
     assert!(text.contains(r#"kapal_proxy_control_plane_streams_total{result="connect_error"}"#), "{text}");
     assert!(!text.contains(r#"result="connected""#), "{text}");
+}
+
+#[tokio::test]
+async fn the_proxy_authenticates_to_an_https_control_plane_with_its_current_identity() {
+    let pki = Pki::new();
+    let backend = SocketAddr::from(([127, 0, 0, 1], 9));
+    let clients = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let addr = https_control_plane(&pki, doc(backend), Some(clients.clone())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, pki.ca_pem()).unwrap();
+    let client = |identity: Option<Arc<kapal_mesh::tls::MeshTls>>| {
+        let opts = ControlPlaneOptions {
+            ca: Some(ca.clone()),
+            identity,
+            initial_backoff: Duration::from_millis(20),
+            ..ControlPlaneOptions::new(format!("https://{addr}/stream"))
+        };
+        let metrics = Arc::new(kapal_mesh::metrics::Metrics::default());
+        (ControlPlane::new(opts, metrics.clone()).unwrap(), metrics)
+    };
+
+    let (tls, identity_dir) = pki.identity(&spiffe("web"));
+    let (mut web, _) = client(Some(tls.clone()));
+    let config = tokio::time::timeout(Duration::from_secs(5), web.next()).await.unwrap().unwrap();
+    assert_eq!(config.services[0].endpoints[0].address, backend);
+    assert_eq!(clients.lock().unwrap().as_slice(), [spiffe("web")]);
+
+    // A rotated certificate is what the next connection presents (the stream above ended when
+    // the server closed it, so the same client reconnects).
+    pki.write(identity_dir.path(), &spiffe("web-v2"));
+    tls.reload().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), web.next()).await.unwrap().unwrap();
+    assert_eq!(clients.lock().unwrap().last().map(String::as_str), Some(spiffe("web-v2").as_str()));
+
+    // Without an identity the control plane refuses the handshake: no document, only retries.
+    let (mut anonymous, metrics) = client(None);
+    assert!(tokio::time::timeout(Duration::from_millis(300), anonymous.next()).await.is_err());
+    assert!(metrics.encode().contains(r#"kapal_proxy_control_plane_streams_total{result="connect_error"}"#));
+    assert_eq!(clients.lock().unwrap().len(), 2, "an anonymous client was let in");
 }
