@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
+use k8s_openapi::api::core::v1::{Node, NodeCondition, NodeStatus, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -406,13 +406,21 @@ pub(crate) async fn notify_on_changes(pods: &PodCache, changed: &Notify) {
     }
 }
 
-/// A node as the node lifecycle and taint eviction controllers keep it: without the image list
-/// and other status they do not read.
+/// A node as the node lifecycle, taint eviction and pod GC controllers keep it: its metadata,
+/// taints, `unschedulable` and conditions, which is all they read; the vectors kept are shrunk to
+/// their length (serde grows capacities in steps of four and more).
 pub(crate) fn slim_node(node: &mut Node) {
-    if let Some(status) = node.status.as_mut() {
-        status.images = None;
-        status.volumes_attached = None;
-        status.volumes_in_use = None;
+    if let Some(spec) = node.spec.as_mut()
+        && let Some(taints) = spec.taints.as_mut()
+    {
+        taints.shrink_to_fit();
+    }
+    if let Some(status) = node.status.take() {
+        let conditions = status.conditions.map(|mut c| {
+            c.shrink_to_fit();
+            c
+        });
+        node.status = Some(NodeStatus { conditions, ..NodeStatus::default() });
     }
 }
 

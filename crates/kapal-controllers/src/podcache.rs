@@ -272,7 +272,8 @@ fn key_of(pod: &Pod) -> Key {
 
 /// A pod as the cache keeps it: metadata without managedFields and with only the annotations
 /// read here; of the spec, the node and tolerations; of the status, phase, the `Ready` condition
-/// and the containers' restart counts and readiness.
+/// and the highest restart count of its containers. Every vector is exactly as long as what it
+/// holds (the cache holds every pod in the cluster).
 pub fn slim(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     if let Some(annotations) = pod.metadata.annotations.as_mut() {
@@ -281,22 +282,34 @@ pub fn slim(pod: &mut Pod) {
             pod.metadata.annotations = None;
         }
     }
+    if let Some(owners) = pod.metadata.owner_references.as_mut() {
+        owners.shrink_to_fit();
+    }
+    if let Some(finalizers) = pod.metadata.finalizers.as_mut() {
+        finalizers.shrink_to_fit();
+    }
     if let Some(spec) = pod.spec.take() {
-        pod.spec = Some(PodSpec { node_name: spec.node_name, tolerations: spec.tolerations, ..PodSpec::default() });
+        let tolerations = spec.tolerations.map(|mut t| {
+            t.shrink_to_fit();
+            t
+        });
+        pod.spec = Some(PodSpec { node_name: spec.node_name, tolerations, ..PodSpec::default() });
     }
     if let Some(status) = pod.status.take() {
-        let containers = status.container_statuses.map(|cs| {
-            cs.into_iter()
-                .map(|c| ContainerStatus {
-                    name: c.name,
-                    ready: c.ready,
-                    restart_count: c.restart_count,
-                    ..ContainerStatus::default()
-                })
-                .collect()
+        // Of the container statuses only the highest restart count is read (the ReplicaSet
+        // ranks pods to delete by it): kept as one status, and none while it is 0 — a
+        // `ContainerStatus` is 752 bytes.
+        let restarts = status.container_statuses.iter().flatten().map(|c| c.restart_count).max().unwrap_or(0);
+        let containers =
+            (restarts > 0).then(|| vec![ContainerStatus { restart_count: restarts, ..ContainerStatus::default() }]);
+        // Of the conditions only `Ready` is read (readiness, availability, marking pods not
+        // ready). A new vector: serde grows a vector's capacity in steps of four and more, and
+        // `into_iter().filter().collect()` would keep that buffer.
+        let ready = status.conditions.map(|cs| {
+            let mut kept = Vec::with_capacity(1);
+            kept.extend(cs.into_iter().filter(|c| c.type_ == "Ready"));
+            kept
         });
-        // Of the conditions only `Ready` is read (readiness, availability, marking pods not ready).
-        let ready = status.conditions.map(|cs| cs.into_iter().filter(|c| c.type_ == "Ready").collect::<Vec<_>>());
         pod.status = Some(PodStatus {
             phase: status.phase,
             conditions: ready,
@@ -340,6 +353,39 @@ mod tests {
         let status = p.status.as_ref().unwrap();
         assert_eq!(status.container_statuses.as_ref().unwrap()[0].restart_count, 2);
         assert!(status.pod_ip.is_none());
+    }
+
+    #[test]
+    fn slim_pods_keep_the_highest_restart_count_and_no_spare_capacity() {
+        let mut p: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "ns",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u", "controller": true}]},
+            "spec": {"nodeName": "n1", "containers": [{"name": "a"}, {"name": "b"}],
+                "tolerations": [{"key": "k1", "operator": "Exists"}, {"key": "k2", "operator": "Exists"}]},
+            "status": {"phase": "Running",
+                "conditions": [{"type": "PodScheduled", "status": "True"}, {"type": "Ready", "status": "True"},
+                    {"type": "Initialized", "status": "True"}],
+                "containerStatuses": [{"name": "a", "image": "i", "imageID": "", "ready": true, "restartCount": 1},
+                    {"name": "b", "image": "i", "imageID": "", "ready": true, "restartCount": 4}]}
+        }))
+        .unwrap();
+        slim(&mut p);
+        let (spec, status) = (p.spec.as_ref().unwrap(), p.status.as_ref().unwrap());
+        let containers = status.container_statuses.as_ref().unwrap();
+        assert_eq!(containers.iter().map(|c| c.restart_count).collect::<Vec<_>>(), [4]);
+        let conditions = status.conditions.as_ref().unwrap();
+        assert_eq!(conditions.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(), ["Ready"]);
+        let tolerations = spec.tolerations.as_ref().unwrap();
+        let owners = p.metadata.owner_references.as_ref().unwrap();
+        assert_eq!(
+            [containers.capacity(), conditions.capacity(), tolerations.capacity(), owners.capacity()],
+            [1, 1, 2, 1]
+        );
+        // Containers that never restarted leave nothing behind.
+        let mut fresh = (*pod("q", None, 1)).clone();
+        fresh.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].restart_count = 0;
+        slim(&mut fresh);
+        assert!(fresh.status.unwrap().container_statuses.is_none());
     }
 
     #[tokio::test]

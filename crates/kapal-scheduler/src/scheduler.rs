@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Container, Node, Pod};
+use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, PodStatus};
 use tokio::sync::{Notify, Semaphore, watch};
 use tokio::task::JoinSet;
 
@@ -56,28 +56,60 @@ fn terminal(pod: &Pod) -> bool {
 /// Drops what the scheduler never reads from a pod before it is kept: the scheduler holds every
 /// pod in the cluster and deep-copies each one it assumes. Managed fields are most of a pod's
 /// bytes; of the containers only name, image (image locality), resources, ports (host ports) and
-/// restart policy (sidecars) count; container statuses and annotations are not read.
+/// restart policy (sidecars) count; container statuses and annotations are not read. The
+/// vectors kept are rebuilt or shrunk to their length: serde grows a vector's capacity in steps
+/// of four and more, and four `Container`s are 8 KiB.
 pub fn slim(pod: &mut Pod) {
     pod.metadata.managed_fields = None;
     pod.metadata.annotations = None;
+    if let Some(owners) = pod.metadata.owner_references.as_mut() {
+        owners.shrink_to_fit();
+    }
     if let Some(spec) = pod.spec.as_mut() {
-        for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-            *c = Container {
-                name: std::mem::take(&mut c.name),
-                image: c.image.take(),
-                resources: c.resources.take(),
-                ports: c.ports.take(),
-                restart_policy: c.restart_policy.take(),
-                ..Container::default()
-            };
+        let keep = |c: &mut Container| Container {
+            name: std::mem::take(&mut c.name),
+            image: c.image.take(),
+            resources: c.resources.take(),
+            ports: c.ports.take(),
+            restart_policy: c.restart_policy.take(),
+            ..Container::default()
+        };
+        let mut containers = Vec::with_capacity(spec.containers.len());
+        containers.extend(spec.containers.iter_mut().map(keep));
+        spec.containers = containers;
+        if let Some(init) = spec.init_containers.as_mut() {
+            let mut kept = Vec::with_capacity(init.len());
+            kept.extend(init.iter_mut().map(keep));
+            *init = kept;
         }
         spec.ephemeral_containers = None;
+        if let Some(tolerations) = spec.tolerations.as_mut() {
+            tolerations.shrink_to_fit();
+        }
     }
     if let Some(status) = pod.status.as_mut() {
         status.container_statuses = None;
         status.init_container_statuses = None;
         status.ephemeral_container_statuses = None;
+        if let Some(conditions) = status.conditions.as_mut() {
+            conditions.shrink_to_fit();
+        }
     }
+}
+
+/// What is kept of a bound pod once its requests, host ports, labels and affinity terms are
+/// parsed into its [`PodInfo`]: its identity (preemption deletes it by name and UID and records
+/// an event on it), deletion timestamp, node and phase.
+fn bound_only(pod: &mut Pod) {
+    let meta = &mut pod.metadata;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    meta.finalizers = None;
+    let node_name = pod.spec.as_mut().and_then(|s| s.node_name.take());
+    pod.spec = Some(PodSpec { node_name, ..PodSpec::default() });
+    let phase = pod.status.as_mut().and_then(|s| s.phase.take());
+    pod.status = phase.map(|phase| PodStatus { phase: Some(phase), ..PodStatus::default() });
 }
 
 impl State {
@@ -94,19 +126,12 @@ impl State {
         {
             info.priority = *value;
         }
-        // A bound pod's requests and host ports are parsed now. Nothing reads its containers (a
-        // 2 KB struct each) or its status but the phase again: they matter only while a pod
-        // waits to be placed.
+        // A bound pod's requests, host ports, labels and affinity terms are parsed now; the rest
+        // matters only while a pod waits to be placed.
         if info.node_name().is_some()
             && let Some(pod) = Arc::get_mut(&mut info.pod)
         {
-            if let Some(spec) = pod.spec.as_mut() {
-                spec.containers = Vec::new();
-                spec.init_containers = None;
-            }
-            if let Some(status) = pod.status.as_mut() {
-                *status = k8s_openapi::api::core::v1::PodStatus { phase: status.phase.take(), ..Default::default() };
-            }
+            bound_only(pod);
         }
         let info = Arc::new(info);
         let key = info.key.clone();
@@ -380,5 +405,54 @@ impl Scheduler {
             }
             tokio::task::yield_now().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_bound_pod_is_kept_as_its_parsed_info_and_its_identity() {
+        let mut st = State::default();
+        let node: Node = serde_json::from_value(json!({"metadata": {"name": "n1"},
+            "status": {"allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}}}))
+        .unwrap();
+        st.apply_node(node);
+        let pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "web-1", "namespace": "default", "uid": "u1", "resourceVersion": "7",
+                "labels": {"app": "web"}, "generateName": "web-",
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web", "uid": "rs", "controller": true}],
+                "managedFields": [{"manager": "m"}]},
+            "spec": {"nodeName": "n1", "tolerations": [{"operator": "Exists"}],
+                "containers": [{"name": "c", "image": "i", "resources": {"requests": {"cpu": "500m"}},
+                    "ports": [{"containerPort": 80, "hostPort": 8080}]}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.1", "conditions": [{"type": "Ready", "status": "True"}],
+                "containerStatuses": [{"name": "c", "image": "i", "imageID": "", "ready": true, "restartCount": 0}]}
+        }))
+        .unwrap();
+        st.apply_pod(pod);
+
+        let n1 = st.cache.node("n1").unwrap();
+        let info = &n1.pods["default/web-1"];
+        // What scheduling reads was parsed before the object was cut down …
+        assert_eq!(n1.requested.milli_cpu, 500);
+        assert_eq!(n1.used_ports.len(), 1);
+        assert_eq!(info.labels.get("app").map(String::as_str), Some("web"));
+        // … and the object keeps only what preemption and the cache read.
+        let kept = &info.pod;
+        assert_eq!(
+            (kept.metadata.name.as_deref(), kept.metadata.uid.as_deref(), kept.metadata.resource_version.as_deref()),
+            (Some("web-1"), Some("u1"), Some("7"))
+        );
+        assert_eq!(info.node_name(), Some("n1"));
+        assert_eq!(kept.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Running"));
+        let spec = kept.spec.as_ref().unwrap();
+        assert!(spec.containers.is_empty() && spec.tolerations.is_none());
+        assert!(kept.metadata.labels.is_none() && kept.metadata.owner_references.is_none());
+        assert!(kept.metadata.managed_fields.is_none());
+        assert!(kept.status.as_ref().unwrap().conditions.is_none());
     }
 }
