@@ -655,4 +655,28 @@ async fn pods_take_the_priority_of_their_class(backend: Backend) {
         }
         other => panic!("{other:?}"),
     }
+
+    // Without a class a pod has priority 0 until a class is the global default; then it gets
+    // that class.
+    let plain = pods.create(&PostParams::default(), &pod("plain", "")).await.unwrap().spec.unwrap();
+    assert_eq!((plain.priority, plain.priority_class_name.as_deref()), (Some(0), Some("")));
+    let normal = json!({"metadata": {"name": "normal"}, "value": 100, "globalDefault": true});
+    classes.create(&PostParams::default(), &serde_json::from_value(normal).unwrap()).await.unwrap();
+    let defaulted = pods.create(&PostParams::default(), &pod("defaulted", "")).await.unwrap().spec.unwrap();
+    assert_eq!(
+        (defaulted.priority, defaulted.priority_class_name.as_deref(), defaulted.preemption_policy.as_deref()),
+        (Some(100), Some("normal"), Some("PreemptLowerPriority"))
+    );
+    // Only one class may be the default.
+    let second = json!({"metadata": {"name": "second"}, "value": 5, "globalDefault": true});
+    match classes.create(&PostParams::default(), &serde_json::from_value(second).unwrap()).await.unwrap_err() {
+        kube::Error::Api(e) => {
+            assert_eq!(e.code, 403);
+            assert_eq!(
+                e.message,
+                "priorityclasses.scheduling.k8s.io \"second\" is forbidden: PriorityClass normal is already marked as default. Only one default can exist"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
 }
