@@ -131,6 +131,61 @@ pub fn is_status(error: &kube::Error, code: u16) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == code)
 }
 
+/// A failed adoption or release in [`claim`].
+#[derive(Debug)]
+pub struct ClaimError {
+    /// `adopting` or `releasing`.
+    pub verb: &'static str,
+    /// The dependent's name.
+    pub name: String,
+    pub source: kube::Error,
+}
+
+/// Upstream's `ClaimObjects` (controller_ref_manager.go): of `candidates`, those `owner`
+/// controls. Owned objects that still match `selector` are kept (all owned ones while the owner
+/// is being deleted); owned ones that stopped matching are released; matching orphans that
+/// `may_adopt` accepts are adopted, unless the owner or the orphan is being deleted. An empty
+/// selector matches nothing.
+pub async fn claim<K, O>(
+    api: &kube::Api<K>,
+    owner: &O,
+    selector: &kapal_api::selector::LabelSelector,
+    candidates: Vec<K>,
+    may_adopt: impl Fn(&K) -> bool,
+) -> Result<Vec<K>, ClaimError>
+where
+    K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    O: Resource<DynamicType = ()>,
+{
+    let uid = owner.uid().unwrap_or_default();
+    let deleting = owner.meta().deletion_timestamp.is_some();
+    let mut owned = Vec::new();
+    for obj in candidates {
+        let meta = obj.meta();
+        let matches = !selector.is_empty() && selects(selector, meta);
+        let (verb, owner_ref) = match controller_of(meta) {
+            Some(r) if r.uid == uid && (matches || deleting) => {
+                owned.push(obj);
+                continue;
+            }
+            Some(r) if r.uid == uid => ("releasing", None),
+            None if matches && !deleting && meta.deletion_timestamp.is_none() && may_adopt(&obj) => {
+                ("adopting", Some(controller_ref(owner)))
+            }
+            _ => continue,
+        };
+        let adopting = owner_ref.is_some();
+        let claimed = set_controller(api, &obj, owner_ref).await.map_err(|source| ClaimError {
+            verb,
+            name: obj.name_any(),
+            source,
+        })?;
+        tracing::info!(name = %obj.name_any(), kind = %O::kind(&()), verb, "claimed");
+        owned.extend(claimed.filter(|_| adopting));
+    }
+    Ok(owned)
+}
+
 /// Makes `owner` the controller of `obj`, or drops its controller reference when `owner` is
 /// `None` (adoption and release). The object's resourceVersion guards the write, so a concurrent
 /// claim by another controller wins cleanly; `Ok(None)` when the object changed or went away.

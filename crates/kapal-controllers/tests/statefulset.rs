@@ -531,3 +531,32 @@ async fn min_ready_seconds_holds_the_next_pod_and_availability() {
         })
         .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn matching_orphans_that_carry_its_names_are_adopted() {
+    let cluster = common::Cluster::start().await;
+    let ns = cluster.namespace("sts-claim").await;
+    let pods: Api<Pod> = Api::namespaced(cluster.client.clone(), &ns);
+    let orphan = |name: &str| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name, "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "nginx", "image": "nginx:1"}]}}))
+        .unwrap()
+    };
+    // web-0 carries one of the set's names and its labels; `stray` only the labels.
+    pods.create(&PostParams::default(), &orphan("web-0")).await.unwrap();
+    pods.create(&PostParams::default(), &orphan("stray")).await.unwrap();
+    let api: Api<StatefulSet> = Api::namespaced(cluster.client.clone(), &ns);
+    let set = api.create(&PostParams::default(), &web(1, json!({}))).await.unwrap();
+    let uid = set.uid().unwrap();
+    let controller = |pod: &Pod| {
+        pod.owner_references().iter().find(|r| r.controller == Some(true)).map(|r| (r.kind.clone(), r.uid.clone()))
+    };
+    cluster
+        .eventually("web-0 adopted", WAIT, || async {
+            let pod = pods.get("web-0").await.ok()?;
+            (controller(&pod) == Some(("StatefulSet".to_string(), uid.clone()))).then_some(())
+        })
+        .await;
+    drive(&cluster, &ns, "1 ready", || ready_replicas(&api, 1)).await;
+    assert_eq!(controller(&pods.get("stray").await.unwrap()), None, "a pod without the set's name was adopted");
+}

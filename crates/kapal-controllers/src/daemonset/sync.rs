@@ -117,44 +117,13 @@ impl Sync {
             key: key(&self.ds),
             source,
         })?;
-        let uid = self.ds.uid().unwrap_or_default();
-        let deleting = self.ds.metadata.deletion_timestamp.is_some();
-        let mut owned = Vec::new();
-        for pod in list.items {
-            if podtemplate::phase(&pod) == "Succeeded" {
-                continue;
-            }
-            let matches = !selector.is_empty() && podtemplate::selects(selector, &pod.metadata);
-            let claim = match podtemplate::controller_of(&pod.metadata) {
-                Some(r) if r.uid == uid && (matches || deleting) => Some(pod),
-                Some(r) if r.uid == uid => {
-                    self.set_owner(&pod, None, "releasing").await?;
-                    None
-                }
-                None if matches && !deleting && pod.metadata.deletion_timestamp.is_none() => {
-                    self.set_owner(&pod, Some(podtemplate::controller_ref(&self.ds)), "adopting").await?
-                }
-                _ => None,
-            };
-            owned.extend(claim);
-        }
-        Ok(owned)
-    }
-
-    async fn set_owner(
-        &self,
-        pod: &Pod,
-        owner: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
-        verb: &'static str,
-    ) -> Result<Option<Pod>, Error> {
-        let claimed = podtemplate::set_controller(&self.pods, pod, owner).await.map_err(|source| Error::Pod {
-            verb,
+        let candidates = list.items.into_iter().filter(|p| podtemplate::phase(p) != "Succeeded").collect();
+        podtemplate::claim(&self.pods, &self.ds, selector, candidates, |_| true).await.map_err(|e| Error::Pod {
+            verb: e.verb,
             namespace: self.namespace.clone(),
-            name: pod.name_any(),
-            source,
-        })?;
-        tracing::info!(pod = %pod.name_any(), verb, "claimed pod");
-        Ok(claimed)
+            name: e.name,
+            source: e.source,
+        })
     }
 
     fn template_spec(&self) -> k8s_openapi::api::core::v1::PodSpec {

@@ -114,39 +114,15 @@ impl Sync {
             key: key(&self.set),
             source,
         })?;
-        let uid = self.set.uid().unwrap_or_default();
         let name = self.set.name_any();
-        let deleting = self.set.metadata.deletion_timestamp.is_some();
-        let mut owned = Vec::new();
-        for pod in list.items {
-            let matches = !selector.is_empty() && podtemplate::selects(selector, &pod.metadata);
-            let named = ordinal(&name, &pod.name_any()).is_some();
-            let owner = match podtemplate::controller_of(&pod.metadata) {
-                Some(r) if r.uid == uid && (matches || deleting) => Some(pod),
-                Some(r) if r.uid == uid => self.set_owner(&pod, false).await?,
-                None if matches && named && !deleting && pod.metadata.deletion_timestamp.is_none() => {
-                    self.set_owner(&pod, true).await?
-                }
-                _ => None,
-            };
-            owned.extend(owner);
-        }
-        Ok(owned)
-    }
-
-    /// Adopts (`Some` back) or releases (`None` back) a pod.
-    async fn set_owner(&self, pod: &Pod, adopt: bool) -> Result<Option<Pod>, Error> {
-        let owner = adopt.then(|| podtemplate::controller_ref(&self.set));
-        let verb = if adopt { "adopting" } else { "releasing" };
-        let claimed = podtemplate::set_controller(&self.pods, pod, owner).await.map_err(|source| Error::Write {
-            verb,
+        let named = |pod: &Pod| ordinal(&name, &pod.name_any()).is_some();
+        podtemplate::claim(&self.pods, &self.set, selector, list.items, named).await.map_err(|e| Error::Write {
+            verb: e.verb,
             what: "pod",
             namespace: self.namespace.clone(),
-            name: pod.name_any(),
-            source,
-        })?;
-        tracing::info!(pod = %pod.name_any(), verb, "claimed pod");
-        Ok(if adopt { claimed } else { None })
+            name: e.name,
+            source: e.source,
+        })
     }
 
     fn split(&self, owned: Vec<Pod>) -> Pods {
