@@ -106,17 +106,20 @@ fn get_field(field: &str, b: &Bounds) -> Result<(), String> {
     field.split(',').filter(|r| !r.is_empty()).try_for_each(|r| get_range(r, b))
 }
 
-/// Go's `time.ParseDuration`, reduced to whether it accepts `s` and its error text.
-fn parse_go_duration(s: &str) -> Result<(), String> {
+/// Go's `time.ParseDuration` (`300ms`, `1.5h`, `2h45m`): the duration, or Go's error text.
+/// Negative durations come back as their magnitude with `negative` set.
+pub fn go_duration(s: &str) -> Result<GoDuration, String> {
     let quoted = super::report::go_quote(s);
     let invalid = || format!("time: invalid duration {quoted}");
+    let negative = s.starts_with('-');
     let mut rest = s.strip_prefix(['+', '-']).unwrap_or(s);
     if rest == "0" {
-        return Ok(());
+        return Ok(GoDuration { nanos: 0, negative });
     }
     if rest.is_empty() {
         return Err(invalid());
     }
+    let mut nanos = 0f64;
     while !rest.is_empty() {
         let num_len = rest.bytes().take_while(|c| c.is_ascii_digit() || *c == b'.').count();
         let num = &rest[..num_len];
@@ -129,12 +132,35 @@ fn parse_go_duration(s: &str) -> Result<(), String> {
         if unit.is_empty() {
             return Err(format!("time: missing unit in duration {quoted}"));
         }
-        if !["ns", "us", "µs", "μs", "ms", "s", "m", "h"].contains(&unit) {
-            return Err(format!("time: unknown unit {} in duration {quoted}", super::report::go_quote(unit)));
-        }
+        let scale = match unit {
+            "ns" => 1.0,
+            "us" | "µs" | "μs" => 1e3,
+            "ms" => 1e6,
+            "s" => 1e9,
+            "m" => 60e9,
+            "h" => 3600e9,
+            _ => return Err(format!("time: unknown unit {} in duration {quoted}", super::report::go_quote(unit))),
+        };
+        nanos += num.parse::<f64>().map_err(|_| invalid())? * scale;
         rest = &rest[unit_len..];
     }
-    Ok(())
+    if nanos > i64::MAX as f64 {
+        return Err(invalid());
+    }
+    Ok(GoDuration { nanos: nanos as u64, negative })
+}
+
+/// A duration as Go's `time.ParseDuration` reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GoDuration {
+    /// The magnitude in nanoseconds.
+    pub nanos: u64,
+    /// Written with a leading `-`.
+    pub negative: bool,
+}
+
+fn parse_go_duration(s: &str) -> Result<(), String> {
+    go_duration(s).map(drop)
 }
 
 /// Checks a time zone name against the zone database when one is available.

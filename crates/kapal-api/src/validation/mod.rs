@@ -43,6 +43,7 @@ mod volume;
 
 use serde_json::Value;
 
+pub use cron::{GoDuration, go_duration};
 pub use meta::{name_rule, validate_object_meta, validate_object_meta_update};
 pub use names::NameRule;
 

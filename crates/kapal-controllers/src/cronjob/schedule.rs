@@ -1,6 +1,6 @@
 //! Standard five-field cron schedules (`minute hour day-of-month month day-of-week`), the
-//! `@hourly`-style descriptors, and the times they fire in a time zone — the dialect of the
-//! parser upstream uses (robfig/cron `ParseStandard`).
+//! `@hourly`-style descriptors, `@every <duration>`, and the times they fire in a time zone — the
+//! dialect of the parser upstream uses (robfig/cron `ParseStandard`).
 
 use jiff::civil::{Date, DateTime, Time};
 use jiff::tz::{AmbiguousOffset, TimeZone};
@@ -27,6 +27,9 @@ pub struct Schedule {
     /// Day-of-month or day-of-week was `*`/`?`: days then match when both fields match,
     /// otherwise when either does (the cron convention).
     any_day_field_star: bool,
+    /// `@every <duration>`: fires this many whole seconds (at least one) after the second it is
+    /// asked about, whatever the fields (robfig/cron's `ConstantDelaySchedule`).
+    every: Option<i64>,
 }
 
 struct Field {
@@ -49,6 +52,22 @@ impl Schedule {
     /// Parses a schedule.
     pub fn parse(text: &str) -> Result<Schedule, ParseError> {
         let fail = |reason: String| ParseError { schedule: text.to_string(), reason };
+        if let Some(duration) = text.trim().strip_prefix("@every ") {
+            let d = kapal_api::validation::go_duration(duration.trim())
+                .map_err(|e| fail(format!("failed to parse duration {}: {e}", text.trim())))?;
+            let seconds =
+                if d.negative { 1 } else { i64::try_from(d.nanos / 1_000_000_000).unwrap_or(i64::MAX).max(1) };
+            let none = Schedule {
+                minutes: 0,
+                hours: 0,
+                days: 0,
+                months: 0,
+                weekdays: 0,
+                any_day_field_star: false,
+                every: None,
+            };
+            return Ok(Schedule { every: Some(seconds), ..none });
+        }
         let expanded = match text.trim().to_ascii_lowercase().as_str() {
             "@yearly" | "@annually" => "0 0 1 1 *".to_string(),
             "@monthly" => "0 0 1 * *".to_string(),
@@ -68,7 +87,15 @@ impl Schedule {
         let (months, _) = parse_field(fields[3], &MONTH).map_err(fail)?;
         let (mut weekdays, weekday_star) = parse_field(&fields[4].replace('7', "0"), &WEEKDAY).map_err(fail)?;
         weekdays &= 0x7f;
-        Ok(Schedule { minutes, hours, days, months, weekdays, any_day_field_star: day_star || weekday_star })
+        Ok(Schedule {
+            minutes,
+            hours,
+            days,
+            months,
+            weekdays,
+            any_day_field_star: day_star || weekday_star,
+            every: None,
+        })
     }
 
     fn day_matches(&self, date: Date) -> bool {
@@ -81,6 +108,9 @@ impl Schedule {
     /// most five years ahead. Local times skipped by a DST change never fire; repeated ones fire
     /// once, at their first occurrence.
     pub fn next_after(&self, after: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+        if let Some(seconds) = self.every {
+            return Timestamp::from_second(after.as_second().checked_add(seconds)?).ok();
+        }
         let local = tz.to_datetime(after);
         let mut t = local.with().second(0).subsec_nanosecond(0).build().ok()?.checked_add(1.minute()).ok()?;
         let limit = local.year() + 5;
@@ -262,6 +292,17 @@ mod tests {
     }
 
     #[test]
+    fn every_counts_whole_seconds_from_the_second_it_is_asked_about() {
+        assert_eq!(next("@every 5m", "2026-03-01T10:00:30.700Z"), "2026-03-01T10:05:30Z");
+        assert_eq!(next("@every 1h30m", "2026-03-01T10:00:00Z"), "2026-03-01T11:30:00Z");
+        // Fractions of a second are dropped; less than a second is a second.
+        assert_eq!(next("@every 2.5s", "2026-03-01T10:00:00Z"), "2026-03-01T10:00:02Z");
+        assert_eq!(next("@every 100ms", "2026-03-01T10:00:00Z"), "2026-03-01T10:00:01Z");
+        let err = Schedule::parse("@every 1x").unwrap_err();
+        assert!(err.reason.contains(r#"unknown unit "x""#), "{err}");
+    }
+
+    #[test]
     fn day_of_month_and_day_of_week_combine_with_or_unless_one_is_a_star() {
         // The 13th or any Friday.
         assert_eq!(next("0 0 13 * 5", "2026-03-01T00:00:00Z"), "2026-03-06T00:00:00Z");
@@ -272,7 +313,16 @@ mod tests {
 
     #[test]
     fn bad_schedules_are_rejected_with_a_reason() {
-        for bad in ["* * * *", "60 * * * *", "* * * * mon-sun-x", "*/0 * * * *", "5-1 * * * *", "@every 5m"] {
+        for bad in [
+            "* * * *",
+            "60 * * * *",
+            "* * * * mon-sun-x",
+            "*/0 * * * *",
+            "5-1 * * * *",
+            "@every",
+            "@every 5",
+            "@every 1x",
+        ] {
             assert!(Schedule::parse(bad).is_err(), "{bad} parsed");
         }
         // A valid-looking schedule that never fires.
