@@ -218,7 +218,6 @@ fn pod(o: &mut Obj) {
         }
     }
     pod_priority(spec);
-    default_tolerations(spec);
 }
 
 /// `SetDefaults_PodSpec` and everything under it; shared by pods and every pod template.
@@ -347,9 +346,16 @@ fn pod_priority(spec: &mut Obj) {
 const NOT_READY: &str = "node.kubernetes.io/not-ready";
 const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
 
-/// DefaultTolerationSeconds admission: tolerate not-ready and unreachable nodes for 300 s
-/// unless a toleration already covers the taint (empty key or effect match anything).
-fn default_tolerations(spec: &mut Obj) {
+/// Seconds a pod tolerates a not-ready or unreachable node unless it says otherwise
+/// (kube-apiserver's `--default-not-ready-toleration-seconds` and
+/// `--default-unreachable-toleration-seconds`).
+pub const DEFAULT_TOLERATION_SECONDS: i64 = 300;
+
+/// DefaultTolerationSeconds admission, on pod create: tolerate not-ready and unreachable nodes
+/// for the given seconds unless a toleration already covers the taint (empty key or effect
+/// match anything).
+pub fn default_tolerations(pod: &mut Value, not_ready_seconds: i64, unreachable_seconds: i64) {
+    let Some(spec) = pod.get_mut("spec").and_then(Value::as_object_mut) else { return };
     let tolerates = |spec: &Obj, taint: &str| {
         let list = spec.get("tolerations").and_then(Value::as_array);
         list.into_iter().flatten().any(|t| {
@@ -358,7 +364,10 @@ fn default_tolerations(spec: &mut Obj) {
             (key == taint || key.is_empty()) && (effect == "NoExecute" || effect.is_empty())
         })
     };
-    let missing: Vec<&str> = [NOT_READY, UNREACHABLE].into_iter().filter(|t| !tolerates(spec, t)).collect();
+    let missing: Vec<(&str, i64)> = [(NOT_READY, not_ready_seconds), (UNREACHABLE, unreachable_seconds)]
+        .into_iter()
+        .filter(|(t, _)| !tolerates(spec, t))
+        .collect();
     if missing.is_empty() {
         return;
     }
@@ -366,8 +375,8 @@ fn default_tolerations(spec: &mut Obj) {
     let Some(list) = spec.get_mut("tolerations").and_then(Value::as_array_mut) else {
         return;
     };
-    for key in missing {
-        list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
+    for (key, seconds) in missing {
+        list.push(json!({"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": seconds}));
     }
 }
 
@@ -1075,6 +1084,11 @@ mod tests {
 
     #[test]
     fn default_tolerations_added_once() {
+        let defaulted = |_: &str, _: &str, mut pod: Value| {
+            default_tolerations(&mut pod, 300, 300);
+            default_tolerations(&mut pod, 300, 300);
+            pod
+        };
         let pod = defaulted("", "Pod", pod_with(json!({"name": "c", "image": "busybox"})));
         assert_eq!(
             pod["spec"]["tolerations"],
@@ -1092,6 +1106,11 @@ mod tests {
             json!([{"key": "node.kubernetes.io/not-ready", "operator": "Exists", "effect": "NoSchedule"}]);
         let pod = defaulted("", "Pod", partial);
         assert_eq!(pod["spec"]["tolerations"].as_array().map(Vec::len), Some(3));
+        let mut quick = pod_with(json!({"name": "c"}));
+        default_tolerations(&mut quick, 30, 60);
+        let seconds: Vec<_> =
+            quick["spec"]["tolerations"].as_array().unwrap().iter().map(|t| &t["tolerationSeconds"]).collect();
+        assert_eq!(seconds, [&json!(30), &json!(60)]);
     }
 
     #[test]

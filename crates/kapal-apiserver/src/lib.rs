@@ -88,6 +88,10 @@ pub struct Config {
     pub etcd_prefix: Option<String>,
     /// How much store history automatic compaction keeps.
     pub retention: kapal_store::Retention,
+    /// Seconds new pods tolerate `node.kubernetes.io/not-ready` and `…/unreachable` NoExecute
+    /// taints unless they say otherwise (DefaultTolerationSeconds admission).
+    pub default_not_ready_toleration_seconds: i64,
+    pub default_unreachable_toleration_seconds: i64,
 }
 
 impl Config {
@@ -109,6 +113,8 @@ impl Config {
             datastore_keyfile: None,
             etcd_prefix: None,
             retention: kapal_store::Retention::default(),
+            default_not_ready_toleration_seconds: kapal_api::defaults::DEFAULT_TOLERATION_SECONDS,
+            default_unreachable_toleration_seconds: kapal_api::defaults::DEFAULT_TOLERATION_SECONDS,
         }
     }
 }
@@ -125,6 +131,8 @@ pub struct ApiServer {
     ready: AtomicBool,
     /// The CA that agents fetch from `/cacerts` before they trust the server.
     cacerts: std::sync::OnceLock<join::CaBundle>,
+    /// DefaultTolerationSeconds for not-ready and unreachable nodes.
+    toleration_seconds: [std::sync::atomic::AtomicI64; 2],
 }
 
 /// Maps a store error to the Status a client sees.
@@ -173,7 +181,22 @@ impl ApiServer {
             openapi: openapi::OpenApi::default(),
             ready: AtomicBool::new(false),
             cacerts: std::sync::OnceLock::new(),
+            toleration_seconds: [
+                kapal_api::defaults::DEFAULT_TOLERATION_SECONDS.into(),
+                kapal_api::defaults::DEFAULT_TOLERATION_SECONDS.into(),
+            ],
         }))
+    }
+
+    /// Seconds new pods tolerate not-ready and unreachable nodes by default.
+    pub fn set_default_toleration_seconds(&self, not_ready: i64, unreachable: i64) {
+        self.toleration_seconds[0].store(not_ready, std::sync::atomic::Ordering::Relaxed);
+        self.toleration_seconds[1].store(unreachable, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub(crate) fn default_toleration_seconds(&self) -> (i64, i64) {
+        let [a, b] = &self.toleration_seconds;
+        (a.load(std::sync::atomic::Ordering::Relaxed), b.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Accepts `token` as a bearer token for `user`.

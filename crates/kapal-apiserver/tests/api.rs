@@ -680,3 +680,47 @@ async fn pods_take_the_priority_of_their_class(backend: Backend) {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_pods_tolerate_unhealthy_nodes_for_the_configured_seconds() {
+    use k8s_openapi::api::core::v1::Pod;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config_on(Backend::Sqlite, dir.path(), None);
+    config.default_not_ready_toleration_seconds = 30;
+    config.default_unreachable_toleration_seconds = 60;
+    let running = kapal_apiserver::start(config).await.unwrap();
+    let pods: Api<Pod> = Api::namespaced(client_of(&running).await, "default");
+    let pod = |name: &str, tolerations: serde_json::Value| -> Pod {
+        serde_json::from_value(json!({"metadata": {"name": name},
+            "spec": {"tolerations": tolerations, "containers": [{"name": "c", "image": "busybox"}]}}))
+        .unwrap()
+    };
+    let seconds = |p: &Pod| -> Vec<(String, Option<i64>)> {
+        let spec = p.spec.as_ref().unwrap();
+        spec.tolerations.iter().flatten().map(|t| (t.key.clone().unwrap_or_default(), t.toleration_seconds)).collect()
+    };
+    let plain = pods.create(&PostParams::default(), &pod("plain", json!([]))).await.unwrap();
+    assert_eq!(
+        seconds(&plain),
+        [
+            ("node.kubernetes.io/not-ready".to_string(), Some(30)),
+            ("node.kubernetes.io/unreachable".to_string(), Some(60))
+        ]
+    );
+    // A pod's own toleration of a taint stands; only the other one is added.
+    let own = json!([{"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]);
+    let patient = pods.create(&PostParams::default(), &pod("patient", own)).await.unwrap();
+    assert_eq!(
+        seconds(&patient),
+        [
+            ("node.kubernetes.io/unreachable".to_string(), Some(5)),
+            ("node.kubernetes.io/not-ready".to_string(), Some(30))
+        ]
+    );
+    // Updates do not add them again.
+    let mut changed = plain.clone();
+    changed.metadata.labels = Some([("a".to_string(), "b".to_string())].into());
+    let updated = pods.replace("plain", &PostParams::default(), &changed).await.unwrap();
+    assert_eq!(seconds(&updated).len(), 2);
+}

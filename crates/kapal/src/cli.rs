@@ -125,6 +125,13 @@ pub struct ServerArgs {
     /// Do not run the scheduler in this process.
     #[arg(long)]
     pub disable_scheduler: bool,
+    /// Seconds a new pod tolerates a not-ready node (the `node.kubernetes.io/not-ready`
+    /// NoExecute taint) before it is evicted, unless the pod sets its own toleration.
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..))]
+    pub default_not_ready_toleration_seconds: i64,
+    /// The same for an unreachable node (`node.kubernetes.io/unreachable`).
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..))]
+    pub default_unreachable_toleration_seconds: i64,
     /// Nodes per second that may newly be tainted NoExecute (their pods evicted), per zone.
     #[arg(long, default_value_t = 0.1)]
     pub node_eviction_rate: f64,
@@ -236,6 +243,8 @@ async fn serve(args: ServerArgs, up: bool) -> anyhow::Result<()> {
         min_age: std::time::Duration::from_secs(args.compaction_min_age_seconds),
         interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
     };
+    config.default_not_ready_toleration_seconds = args.default_not_ready_toleration_seconds;
+    config.default_unreachable_toleration_seconds = args.default_unreachable_toleration_seconds;
     let running = kapal_apiserver::start(config).await?;
     tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "API server ready");
     if !args.disable_controllers {

@@ -307,6 +307,10 @@ impl ApiServer {
             return Err(ApiError::already_exists(&info.group, &info.plural, &name));
         }
         self.admit_priority(ctx, &mut obj)?;
+        if info.group.is_empty() && info.kind == "Pod" {
+            let (not_ready, unreachable) = self.default_toleration_seconds();
+            kapal_api::defaults::default_tolerations(&mut obj, not_ready, unreachable);
+        }
         self.admit_quota(ctx, &obj, dry_run).await?;
         let allocated = self.allocate(&ctx.served, &mut obj, None, dry_run).await?;
         if dry_run {
