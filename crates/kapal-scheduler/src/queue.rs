@@ -211,6 +211,21 @@ impl SchedulingQueue {
         }
     }
 
+    /// A cluster event that can only help some pods: the unschedulable ones `may_help` picks
+    /// move as in [`SchedulingQueue::move_all_unschedulable`]; the rest stay.
+    pub fn move_unschedulable_where(&mut self, may_help: impl Fn(&PodInfo) -> bool) {
+        let now = Instant::now();
+        let keys: Vec<String> = self
+            .unschedulable_since
+            .keys()
+            .filter(|k| self.pods.get(*k).is_some_and(|qp| may_help(&qp.info)))
+            .cloned()
+            .collect();
+        for key in keys {
+            self.move_to_backoff_or_active(&key, now);
+        }
+    }
+
     /// Periodic work: back-off expiries into the active queue, and pods that waited more than
     /// five minutes in the unschedulable pool back into circulation. Returns how many became active.
     pub fn flush(&mut self) -> usize {

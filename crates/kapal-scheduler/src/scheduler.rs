@@ -97,6 +97,16 @@ pub fn slim(pod: &mut Pod) {
     }
 }
 
+/// Whether `arrived`, a pod newly placed on a node, can make `waiting` schedulable (upstream's
+/// queueing hints for an assigned pod being added): it can satisfy one of its required pod
+/// affinity terms, or count towards one of its topology spread constraints (raising the least
+/// populated domain). It never helps a pod that failed on resources, ports or anti-affinity.
+fn may_be_helped_by(waiting: &PodInfo, arrived: &PodInfo) -> bool {
+    waiting.required_affinity.iter().any(|term| term.matches(arrived))
+        || (waiting.namespace == arrived.namespace
+            && waiting.spread.iter().any(|c| c.hard && c.selector.matches_btree(&arrived.labels)))
+}
+
 /// What is kept of a bound pod once its requests, host ports, labels and affinity terms are
 /// parsed into its [`PodInfo`]: its identity (preemption deletes it by name and UID and records
 /// an event on it), deletion timestamp, node and phase.
@@ -143,6 +153,10 @@ impl State {
         if info.node_name().is_some() {
             self.queue.delete(&key);
             self.nominations.remove(&key);
+            let arrived = self.cache.node_of(&key).is_none() || self.cache.is_assumed(&key);
+            if arrived {
+                self.queue.move_unschedulable_where(|waiting| may_be_helped_by(waiting, &info));
+            }
             self.cache.apply_pod(info);
             return false;
         }

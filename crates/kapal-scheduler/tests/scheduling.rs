@@ -356,3 +356,25 @@ async fn a_higher_priority_pod_preempts_the_least_important_victim() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(c.node_of("low-3").await, None, "the low-priority newcomer stays pending");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_waiting_for_affinity_binds_when_a_matching_pod_lands() {
+    let c = cluster().await;
+    for n in ["n1", "n2", "n3"] {
+        c.node(n, "4", json!({}), json!([])).await;
+    }
+    let _s = start_scheduler(&c.client);
+    let with_db = json!({"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "kubernetes.io/hostname"}]}}});
+    c.pod("web", "100m", json!({"app": "web"}), with_db).await;
+    let (_, message) = c.unschedulable("web").await;
+    assert!(message.contains("didn't match pod affinity rules"), "{message}");
+    // A pod that cannot help (no matching labels) lands: web stays where it is.
+    c.pod("cache", "100m", json!({"app": "cache"}), json!({"nodeName": "n1"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.node_of("web").await, None);
+    // A db pod lands on n2 without the scheduler: web is retried at once (not after the
+    // five-minute flush of unschedulable pods) and follows it.
+    c.pod("db", "100m", json!({"app": "db"}), json!({"nodeName": "n2"})).await;
+    assert_eq!(c.bound("web").await, "n2");
+}
