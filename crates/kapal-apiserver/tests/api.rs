@@ -572,11 +572,16 @@ async fn evictions_honour_disruption_budgets(backend: Backend) {
     let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
     for name in ["web-1", "web-2", "other"] {
         let app = if name == "other" { "other" } else { "web" };
+        // On a node, so that a delete is graceful and the evicted pod can be looked at.
         let pod = json!({"metadata": {"name": name, "labels": {"app": app}},
-            "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
+            "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
         pods.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
         pods.patch_status(name, &PatchParams::default(), &Patch::Merge(&running)).await.unwrap();
     }
+    let disruption_target = |pod: &Pod| {
+        let conditions = pod.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        conditions.into_iter().find(|c| c.type_ == "DisruptionTarget").map(|c| (c.status, c.reason.unwrap_or_default()))
+    };
     let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "default");
     let pdb =
         json!({"metadata": {"name": "web"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}});
@@ -610,8 +615,13 @@ async fn evictions_honour_disruption_budgets(backend: Backend) {
     let status = pdbs.get("web").await.unwrap().status.unwrap();
     assert_eq!(status.disruptions_allowed, 0);
     assert!(status.disrupted_pods.unwrap().contains_key("web-1"));
+    // The evicted pod says why it is going.
+    let evicted = pods.get("web-1").await.unwrap();
+    assert!(evicted.metadata.deletion_timestamp.is_some());
+    assert_eq!(disruption_target(&evicted), Some(("True".into(), "EvictionByEvictionAPI".into())));
     let second = pods.evict("web-2", &EvictParams::default()).await.unwrap_err();
     assert!(matches!(second, kube::Error::Api(ref e) if e.code == 429), "{second:?}");
+    assert_eq!(disruption_target(&pods.get("web-2").await.unwrap()), None, "a refused eviction marked the pod");
     let missing = pods.evict("nope", &EvictParams::default()).await.unwrap_err();
     assert!(matches!(missing, kube::Error::Api(ref e) if e.code == 404), "{missing:?}");
 }

@@ -32,9 +32,14 @@ impl ApiServer {
         }
         let options = body.get("deleteOptions").cloned().unwrap_or_else(|| json!({}));
         self.cache.sync().await;
-        let pod = self.cached(ctx).await?.object();
+        let cached = self.cached(ctx).await?;
+        let pod = cached.object();
+        let dry_run = ctx.dry_run()?;
         if !ignores_budgets(&pod) {
-            self.spend_budget(&namespace, &name, &pod, ctx.dry_run()?).await?;
+            self.spend_budget(&namespace, &name, &pod, dry_run).await?;
+        }
+        if !dry_run {
+            self.mark_disruption_target(&namespace, &name, cached).await?;
         }
         let delete_ctx =
             self.internal_ctx(Method::DELETE, target("", "v1", "pods", Some(&namespace), Some(&name)), &options)?;
@@ -45,6 +50,34 @@ impl ApiServer {
             body: json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
             warnings: vec![],
         })
+    }
+
+    /// Adds the `DisruptionTarget` condition (reason `EvictionByEvictionAPI`) to the pod being
+    /// evicted, as upstream does before the delete, so that controllers and users can tell an
+    /// eviction from a failure.
+    async fn mark_disruption_target(&self, namespace: &str, name: &str, mut pod: Cached) -> Result<(), ApiError> {
+        let pods_ctx =
+            self.internal_ctx(Method::PUT, target("", "v1", "pods", Some(namespace), Some(name)), &json!({}))?;
+        for _ in 0..8 {
+            let mut updated = (*pod.object()).clone();
+            let conditions = updated["status"]["conditions"].as_array().cloned().unwrap_or_default();
+            if conditions.iter().any(|c| c["type"] == "DisruptionTarget" && c["status"] == "True") {
+                return Ok(());
+            }
+            let mut kept: Vec<Value> = conditions.into_iter().filter(|c| c["type"] != "DisruptionTarget").collect();
+            kept.push(json!({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI",
+                "message": "Eviction API: evicting", "lastTransitionTime": objects::now_rfc3339()}));
+            if !updated["status"].is_object() {
+                updated["status"] = json!({});
+            }
+            updated["status"]["conditions"] = Value::Array(kept);
+            match self.store_update(&pods_ctx, &pod, updated, false).await {
+                Ok(_) | Err(WriteError::Raced(None)) => return Ok(()),
+                Err(WriteError::Raced(Some(now))) => pod = now,
+                Err(WriteError::Api(e)) => return Err(e),
+            }
+        }
+        Err(ApiError::stale("", "pods", name))
     }
 
     /// Takes one disruption from the budget covering `pod`, or says why not.
