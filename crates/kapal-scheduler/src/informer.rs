@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Client;
 use kube::api::Api;
@@ -12,6 +13,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 
 use crate::podinfo::pod_key;
+use crate::preemption::Budget;
 use crate::scheduler::{Informer, Scheduler};
 
 fn config() -> watcher::Config {
@@ -84,6 +86,34 @@ pub async fn priority_classes(client: Client, scheduler: Arc<Scheduler>) {
                 listing.drain(..).map(|pc| (pc.metadata.name.clone().unwrap_or_default(), pc.value)).collect();
             scheduler.state().priority_classes = classes;
             scheduler.mark_synced(Informer::PriorityClasses);
+        }
+    })
+    .await
+}
+
+/// Keeps PodDisruptionBudgets, which preemption tries not to break. Scheduling does not wait
+/// for them: until they are listed, preemption sees no budgets.
+pub async fn disruption_budgets(client: Client, scheduler: Arc<Scheduler>) {
+    let stream = watcher::watcher(Api::<PodDisruptionBudget>::all(client), config()).default_backoff().boxed();
+    let key = |pdb: &PodDisruptionBudget| {
+        format!(
+            "{}/{}",
+            pdb.metadata.namespace.as_deref().unwrap_or_default(),
+            pdb.metadata.name.as_deref().unwrap_or_default()
+        )
+    };
+    let mut listing = Vec::new();
+    drive(stream, "PodDisruptionBudget", |event| match event {
+        Event::Init => listing.clear(),
+        Event::InitApply(pdb) => listing.push(pdb),
+        Event::Apply(pdb) => {
+            scheduler.state().budgets.insert(key(&pdb), Budget::new(&pdb));
+        }
+        Event::Delete(pdb) => {
+            scheduler.state().budgets.remove(&key(&pdb));
+        }
+        Event::InitDone => {
+            scheduler.state().budgets = listing.drain(..).map(|pdb| (key(&pdb), Budget::new(&pdb))).collect();
         }
     })
     .await

@@ -33,6 +33,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     let mut tasks = JoinSet::new();
     tasks.spawn(informer::nodes(client.clone(), scheduler.clone()));
     tasks.spawn(informer::pods(client.clone(), scheduler.clone()));
+    tasks.spawn(informer::disruption_budgets(client.clone(), scheduler.clone()));
     tasks.spawn(informer::priority_classes(client, scheduler.clone()));
     tasks.spawn(scheduler.clone().flush_loop());
     tasks.spawn(scheduler.schedule_loop());

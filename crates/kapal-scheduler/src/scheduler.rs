@@ -37,6 +37,8 @@ pub struct State {
     pub priority_classes: HashMap<String, i32>,
     /// Pods nominated to nodes by preemption.
     pub nominations: Nominations,
+    /// PodDisruptionBudgets by `namespace/name`, which preemption tries not to break.
+    pub budgets: HashMap<String, preemption::Budget>,
     /// Pods whose binding is in flight, to requeue if it fails.
     binding: HashMap<String, QueuedPod>,
     /// Keys seen since the current relist of pods began.
@@ -261,7 +263,10 @@ impl State {
                     let nominated = self.nominations.node_of(&info.key);
                     let post = match preemption::ineligible(&info, &self.cache, nominated) {
                         Some(why) => Err(format!("preemption: {why}")),
-                        None => preemption::find(&info, &self.cache, &diagnosis.per_node),
+                        None => {
+                            let budgets: Vec<preemption::Budget> = self.budgets.values().cloned().collect();
+                            preemption::find(&info, &self.cache, &diagnosis.per_node, &budgets)
+                        }
                     };
                     match post {
                         Ok(candidate) => {

@@ -378,3 +378,40 @@ async fn a_pod_waiting_for_affinity_binds_when_a_matching_pod_lands() {
     c.pod("db", "100m", json!({"app": "db"}), json!({"nodeName": "n2"})).await;
     assert_eq!(c.bound("web").await, "n2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preemption_spares_pods_a_disruption_budget_protects() {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let c = cluster().await;
+    let classes: Api<PriorityClass> = Api::all(c.client.clone());
+    for (name, value) in [("lowest", 1), ("low", 10), ("high", 1000)] {
+        let pc: PriorityClass = serde_json::from_value(json!({"apiVersion": "scheduling.k8s.io/v1",
+            "kind": "PriorityClass", "metadata": {"name": name}, "value": value}))
+        .unwrap();
+        classes.create(&PostParams::default(), &pc).await.unwrap();
+    }
+    // The least important pod is protected by a budget with no disruptions left.
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(c.client.clone(), "default");
+    let pdb =
+        json!({"metadata": {"name": "db"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "db"}}}});
+    pdbs.create(&PostParams::default(), &serde_json::from_value(pdb).unwrap()).await.unwrap();
+    let status = json!({"status": {"observedGeneration": 1, "disruptionsAllowed": 0, "currentHealthy": 1,
+        "desiredHealthy": 1, "expectedPods": 1}});
+    pdbs.patch_status("db", &PatchParams::default(), &Patch::Merge(&status)).await.unwrap();
+    c.node("n1", "1", json!({}), json!([])).await;
+    c.node("n2", "1", json!({}), json!([])).await;
+    let _s = start_scheduler(&c.client);
+    c.pod("db", "1", json!({"app": "db"}), json!({"priorityClassName": "lowest", "nodeName": "n1"})).await;
+    c.pod("batch", "1", json!({"app": "batch"}), json!({"priorityClassName": "low", "nodeName": "n2"})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    c.pod("high", "1", json!({}), json!({"priorityClassName": "high"})).await;
+    let nominated = common::wait_for("nominatedNodeName", || async {
+        c.pods().get("high").await.unwrap().status.and_then(|s| s.nominated_node_name)
+    })
+    .await;
+    assert_eq!(nominated, "n2", "preemption broke the budget although another node needed no breach");
+    assert!(c.pods().get("db").await.unwrap().metadata.deletion_timestamp.is_none());
+    let batch = c.pods().get("batch").await.unwrap();
+    assert!(batch.metadata.deletion_timestamp.is_some(), "the unprotected pod is the victim");
+}
