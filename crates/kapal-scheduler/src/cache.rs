@@ -165,6 +165,8 @@ pub struct Cache {
     affinity_pods: usize,
     /// Accounted pods with a required anti-affinity term.
     required_anti_affinity_pods: usize,
+    /// Namespace labels, for affinity terms with a `namespaceSelector`.
+    namespaces: crate::podinfo::NamespaceLabels,
 }
 
 impl Cache {
@@ -296,6 +298,19 @@ impl Cache {
     /// Whether any accounted pod has a required anti-affinity term.
     pub fn any_required_anti_affinity_pods(&self) -> bool {
         self.required_anti_affinity_pods > 0
+    }
+
+    /// The labels of every namespace.
+    pub fn namespace_labels(&self) -> &crate::podinfo::NamespaceLabels {
+        &self.namespaces
+    }
+
+    /// Sets a namespace's labels (`None`: the namespace is gone); returns whether they changed.
+    pub fn set_namespace(&mut self, name: &str, labels: Option<std::collections::BTreeMap<String, String>>) -> bool {
+        match labels {
+            Some(labels) => self.namespaces.insert(name.to_string(), labels.clone()).is_none_or(|old| old != labels),
+            None => self.namespaces.remove(name).is_some(),
+        }
     }
 
     /// The node a pod is accounted on.

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::Client;
@@ -115,6 +115,20 @@ pub async fn disruption_budgets(client: Client, scheduler: Arc<Scheduler>) {
         Event::InitDone => {
             scheduler.state().budgets = listing.drain(..).map(|pdb| (key(&pdb), Budget::new(&pdb))).collect();
         }
+    })
+    .await
+}
+
+/// Keeps namespace labels, for pod affinity terms with a `namespaceSelector`. A change of labels
+/// may make waiting pods schedulable.
+pub async fn namespaces(client: Client, scheduler: Arc<Scheduler>) {
+    let stream = watcher::watcher(Api::<Namespace>::all(client), config()).default_backoff().boxed();
+    let name = |ns: &Namespace| ns.metadata.name.clone().unwrap_or_default();
+    drive(stream, "Namespace", |event| match event {
+        Event::Init | Event::InitDone => {}
+        Event::InitApply(ns) | Event::Apply(ns) => scheduler
+            .update(|st| st.cache.set_namespace(&name(&ns), Some(ns.metadata.labels.clone().unwrap_or_default()))),
+        Event::Delete(ns) => scheduler.update(|st| st.cache.set_namespace(&name(&ns), None)),
     })
     .await
 }

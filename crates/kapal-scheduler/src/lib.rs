@@ -34,6 +34,7 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     tasks.spawn(informer::nodes(client.clone(), scheduler.clone()));
     tasks.spawn(informer::pods(client.clone(), scheduler.clone()));
     tasks.spawn(informer::disruption_budgets(client.clone(), scheduler.clone()));
+    tasks.spawn(informer::namespaces(client.clone(), scheduler.clone()));
     tasks.spawn(informer::priority_classes(client, scheduler.clone()));
     tasks.spawn(scheduler.clone().flush_loop());
     tasks.spawn(scheduler.schedule_loop());

@@ -41,6 +41,8 @@ pub struct AffinityTerm {
     pub namespaces: BTreeSet<String>,
     /// A `namespaceSelector: {}` selects every namespace.
     pub all_namespaces: bool,
+    /// A non-empty `namespaceSelector`: namespaces whose labels it matches count too.
+    pub namespace_selector: Option<LabelSelector>,
     /// Which pods the term counts.
     pub selector: LabelSelector,
     /// The node label whose value forms a topology domain.
@@ -69,12 +71,32 @@ impl AffinityTerm {
         if namespaces.is_empty() && term.namespace_selector.is_none() {
             namespaces.insert(own_namespace.to_string());
         }
-        AffinityTerm { namespaces, all_namespaces, selector, topology_key: term.topology_key.clone() }
+        // An unusable selector selects no namespace, as upstream's conversion error leaves it.
+        let namespace_selector = term
+            .namespace_selector
+            .as_ref()
+            .filter(|_| !all_namespaces)
+            .map(|s| serde_json::to_value(s).ok().and_then(|v| LabelSelector::from_json(&v).ok()))
+            .map(|s| s.unwrap_or_else(LabelSelector::nothing));
+        AffinityTerm {
+            namespaces,
+            all_namespaces,
+            namespace_selector,
+            selector,
+            topology_key: term.topology_key.clone(),
+        }
     }
 
-    /// Whether `pod` is one the term counts.
-    pub fn matches(&self, pod: &PodInfo) -> bool {
-        (self.all_namespaces || self.namespaces.contains(&pod.namespace)) && self.selector.matches_btree(&pod.labels)
+    /// Whether `pod` is one the term counts; `namespaces` holds the labels of each namespace,
+    /// for a `namespaceSelector`.
+    pub fn matches(&self, pod: &PodInfo, namespaces: &NamespaceLabels) -> bool {
+        let in_scope = self.all_namespaces
+            || self.namespaces.contains(&pod.namespace)
+            || self
+                .namespace_selector
+                .as_ref()
+                .is_some_and(|s| namespaces.get(&pod.namespace).is_some_and(|labels| s.matches_btree(labels)));
+        in_scope && self.selector.matches_btree(&pod.labels)
     }
 }
 
@@ -90,6 +112,9 @@ fn add_requirement(selector: LabelSelector, key: &str, value: &str) -> LabelSele
     let text = reqs.iter().map(|r| r.to_string()).collect::<Vec<_>>().join(",");
     LabelSelector::parse(&text).unwrap_or(selector)
 }
+
+/// The labels of each namespace, by name.
+pub type NamespaceLabels = std::collections::HashMap<String, BTreeMap<String, String>>;
 
 /// A preferred (anti-)affinity term and its weight.
 #[derive(Debug, Clone)]

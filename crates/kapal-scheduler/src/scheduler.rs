@@ -103,8 +103,8 @@ pub fn slim(pod: &mut Pod) {
 /// queueing hints for an assigned pod being added): it can satisfy one of its required pod
 /// affinity terms, or count towards one of its topology spread constraints (raising the least
 /// populated domain). It never helps a pod that failed on resources, ports or anti-affinity.
-fn may_be_helped_by(waiting: &PodInfo, arrived: &PodInfo) -> bool {
-    waiting.required_affinity.iter().any(|term| term.matches(arrived))
+fn may_be_helped_by(waiting: &PodInfo, arrived: &PodInfo, namespaces: &crate::podinfo::NamespaceLabels) -> bool {
+    waiting.required_affinity.iter().any(|term| term.matches(arrived, namespaces))
         || (waiting.namespace == arrived.namespace
             && waiting.spread.iter().any(|c| c.hard && c.selector.matches_btree(&arrived.labels)))
 }
@@ -157,7 +157,8 @@ impl State {
             self.nominations.remove(&key);
             let arrived = self.cache.node_of(&key).is_none() || self.cache.is_assumed(&key);
             if arrived {
-                self.queue.move_unschedulable_where(|waiting| may_be_helped_by(waiting, &info));
+                let namespaces = self.cache.namespace_labels();
+                self.queue.move_unschedulable_where(|waiting| may_be_helped_by(waiting, &info, namespaces));
             }
             self.cache.apply_pod(info);
             return false;

@@ -415,3 +415,34 @@ async fn preemption_spares_pods_a_disruption_budget_protects() {
     let batch = c.pods().get("batch").await.unwrap();
     assert!(batch.metadata.deletion_timestamp.is_some(), "the unprotected pod is the victim");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anti_affinity_with_a_namespace_selector_counts_pods_in_the_selected_namespaces() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let c = cluster().await;
+    let namespaces: Api<Namespace> = Api::all(c.client.clone());
+    for (name, team) in [("team-a", "a"), ("team-b", "b")] {
+        let ns = json!({"metadata": {"name": name, "labels": {"team": team}}});
+        namespaces.create(&PostParams::default(), &serde_json::from_value(ns).unwrap()).await.unwrap();
+    }
+    c.node("n1", "4", json!({}), json!([])).await;
+    c.node("n2", "4", json!({}), json!([])).await;
+    // A database in team-a's namespace sits on n1; one in team-b's on n2.
+    for (ns, node) in [("team-a", "n1"), ("team-b", "n2")] {
+        let pod = json!({"metadata": {"name": "db", "labels": {"app": "db"}},
+            "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}});
+        let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
+        api.create(&PostParams::default(), &serde_json::from_value(pod).unwrap()).await.unwrap();
+    }
+    let _s = start_scheduler(&c.client);
+    // A pod in `default` that must keep away from team-a's databases only.
+    let away = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "namespaceSelector": {"matchLabels": {"team": "a"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}});
+    for i in 0..3 {
+        c.pod(&format!("web-{i}"), "100m", json!({"app": "web"}), away.clone()).await;
+    }
+    for i in 0..3 {
+        assert_eq!(c.bound(&format!("web-{i}")).await, "n2", "web-{i} was placed next to team-a's database");
+    }
+}

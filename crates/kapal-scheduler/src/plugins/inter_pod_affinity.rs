@@ -25,6 +25,8 @@ pub struct FilterState {
     affinity: Vec<TopologyCounts>,
     /// Per required anti-affinity term: matching pods per domain.
     anti: Vec<TopologyCounts>,
+    /// The incoming pod matches all of its own required affinity terms.
+    self_match: bool,
 }
 
 fn bump(counts: &mut TopologyCounts, node: &NodeInfo, key: &str, by: i64) {
@@ -44,7 +46,9 @@ pub fn pre_filter(pod: &PodInfo, cache: &Cache) -> Option<FilterState> {
     if !own && !existing {
         return None;
     }
+    let ns = cache.namespace_labels();
     let mut state = FilterState {
+        self_match: pod.required_affinity.iter().all(|t| t.matches(pod, ns)),
         existing_anti: HashMap::new(),
         affinity: vec![HashMap::new(); pod.required_affinity.len()],
         anti: vec![HashMap::new(); pod.required_anti_affinity.len()],
@@ -55,7 +59,7 @@ pub fn pre_filter(pod: &PodInfo, cache: &Cache) -> Option<FilterState> {
         }
         for other in node.pods.values().filter(|p| p.key != pod.key) {
             for term in &other.required_anti_affinity {
-                if term.matches(pod) {
+                if term.matches(pod, ns) {
                     bump(&mut state.existing_anti, node, &term.topology_key, 1);
                 }
             }
@@ -63,12 +67,12 @@ pub fn pre_filter(pod: &PodInfo, cache: &Cache) -> Option<FilterState> {
                 continue;
             }
             for (i, term) in pod.required_affinity.iter().enumerate() {
-                if term.matches(other) {
+                if term.matches(other, ns) {
                     bump(&mut state.affinity[i], node, &term.topology_key, 1);
                 }
             }
             for (i, term) in pod.required_anti_affinity.iter().enumerate() {
-                if term.matches(other) {
+                if term.matches(other, ns) {
                     bump(&mut state.anti[i], node, &term.topology_key, 1);
                 }
             }
@@ -91,7 +95,8 @@ pub fn filter(pod: &PodInfo, state: Option<&FilterState>, node: &NodeInfo) -> Op
             pod.required_affinity.iter().zip(&state.affinity).all(|(t, c)| count_at(c, t, node).is_some_and(|n| n > 0));
         // The first pod of a group that selects itself may go to any node with the topology keys.
         let self_match = everywhere_empty
-            && pod.required_affinity.iter().all(|t| t.matches(pod) && node.labels.contains_key(&t.topology_key));
+            && state.self_match
+            && pod.required_affinity.iter().all(|t| node.labels.contains_key(&t.topology_key));
         if !satisfied && !self_match {
             return Some(vec![AFFINITY_REASON.to_string()]);
         }
@@ -110,6 +115,7 @@ pub fn pre_score(pod: &PodInfo, cache: &Cache) -> Option<TopologyCounts> {
     if !own && !cache.any_affinity_pods() {
         return None;
     }
+    let ns = cache.namespace_labels();
     let mut scores = TopologyCounts::new();
     for node in cache.nodes() {
         if !own && node.pods_with_affinity == 0 {
@@ -118,29 +124,29 @@ pub fn pre_score(pod: &PodInfo, cache: &Cache) -> Option<TopologyCounts> {
         for other in node.pods.values().filter(|p| p.key != pod.key) {
             if own {
                 for w in &pod.preferred_affinity {
-                    if w.term.matches(other) {
+                    if w.term.matches(other, ns) {
                         bump(&mut scores, node, &w.term.topology_key, w.weight);
                     }
                 }
                 for w in &pod.preferred_anti_affinity {
-                    if w.term.matches(other) {
+                    if w.term.matches(other, ns) {
                         bump(&mut scores, node, &w.term.topology_key, -w.weight);
                     }
                 }
             }
             for w in &other.preferred_affinity {
-                if w.term.matches(pod) {
+                if w.term.matches(pod, ns) {
                     bump(&mut scores, node, &w.term.topology_key, w.weight);
                 }
             }
             for w in &other.preferred_anti_affinity {
-                if w.term.matches(pod) {
+                if w.term.matches(pod, ns) {
                     bump(&mut scores, node, &w.term.topology_key, -w.weight);
                 }
             }
             // hardPodAffinityWeight: existing pods' required affinity attracts matching pods.
             for t in &other.required_affinity {
-                if t.matches(pod) {
+                if t.matches(pod, ns) {
                     bump(&mut scores, node, &t.topology_key, 1);
                 }
             }
