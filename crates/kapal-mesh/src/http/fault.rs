@@ -39,4 +39,4 @@ impl<S: Inner> Fault<S> {
     }
 }
 
-layer_service!(Fault);
+layer_service!(Fault, idle: |ctx, _| ctx.rule.fault.is_none());

@@ -74,7 +74,7 @@ impl<S: Inner> Mirror<S> {
     }
 }
 
-layer_service!(Mirror);
+layer_service!(Mirror, idle: |ctx, req| ctx.rule.mirrors.is_empty() || req.headers().contains_key(header::UPGRADE));
 
 fn labels(ctx: &RouteCtx, m: &RequestMirror) -> MirrorLabels {
     MirrorLabels {

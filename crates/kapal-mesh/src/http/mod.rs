@@ -121,5 +121,27 @@ macro_rules! layer_service {
             }
         }
     };
+    // A layer with nothing to do for most requests: when `$idle` says so of the request's route,
+    // the request goes straight to the inner service, whose future is returned as it is — no
+    // clone of the stack below, no future of this layer to allocate and poll.
+    ($name:ident, idle: $idle:expr) => {
+        impl<S: $crate::http::Inner> tower::Service<$crate::http::Req> for $name<S> {
+            type Response = $crate::http::Res;
+            type Error = $crate::http::ProxyError;
+            type Future = $crate::http::ResFuture;
+
+            fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+                std::task::Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: $crate::http::Req) -> Self::Future {
+                let idle: fn(&$crate::http::RouteCtx, &$crate::http::Req) -> bool = $idle;
+                if req.extensions().get::<$crate::http::RouteCtx>().is_some_and(|ctx| idle(ctx, &req)) {
+                    return self.inner.call(req);
+                }
+                Box::pin(self.clone().run(req))
+            }
+        }
+    };
 }
 pub(crate) use layer_service;

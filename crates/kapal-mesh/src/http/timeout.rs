@@ -24,4 +24,4 @@ impl<S: Inner> RequestTimeout<S> {
     }
 }
 
-layer_service!(RequestTimeout);
+layer_service!(RequestTimeout, idle: |ctx, _| ctx.rule.timeouts.request.and_then(|d| d.enabled()).is_none());
