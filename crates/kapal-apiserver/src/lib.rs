@@ -132,7 +132,7 @@ pub struct ApiServer {
     /// The CA that agents fetch from `/cacerts` before they trust the server.
     cacerts: std::sync::OnceLock<join::CaBundle>,
     /// DefaultTolerationSeconds for not-ready and unreachable nodes.
-    toleration_seconds: [std::sync::atomic::AtomicI64; 2],
+    pub(crate) toleration_seconds: (i64, i64),
 }
 
 /// Maps a store error to the Status a client sees.
@@ -152,10 +152,12 @@ fn handlers_too_large(requested: i64, current: i64) -> ApiError {
 
 impl ApiServer {
     /// Builds the server state on a store: loads the watch cache and wires CRDs in.
+    /// `toleration_seconds` are the DefaultTolerationSeconds for not-ready and unreachable nodes.
     pub async fn new(
         store: Arc<dyn Store>,
         service_cidr: ServiceCidr,
         history: usize,
+        toleration_seconds: (i64, i64),
     ) -> anyhow::Result<Arc<ApiServer>> {
         let metrics = Arc::new(Metrics::new());
         let store: Arc<dyn Store> = Arc::new(metrics::Metered { inner: store, metrics: metrics.clone() });
@@ -181,22 +183,8 @@ impl ApiServer {
             openapi: openapi::OpenApi::default(),
             ready: AtomicBool::new(false),
             cacerts: std::sync::OnceLock::new(),
-            toleration_seconds: [
-                kapal_api::defaults::DEFAULT_TOLERATION_SECONDS.into(),
-                kapal_api::defaults::DEFAULT_TOLERATION_SECONDS.into(),
-            ],
+            toleration_seconds,
         }))
-    }
-
-    /// Seconds new pods tolerate not-ready and unreachable nodes by default.
-    pub fn set_default_toleration_seconds(&self, not_ready: i64, unreachable: i64) {
-        self.toleration_seconds[0].store(not_ready, std::sync::atomic::Ordering::Relaxed);
-        self.toleration_seconds[1].store(unreachable, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub(crate) fn default_toleration_seconds(&self) -> (i64, i64) {
-        let [a, b] = &self.toleration_seconds;
-        (a.load(std::sync::atomic::Ordering::Relaxed), b.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Accepts `token` as a bearer token for `user`.

@@ -74,11 +74,8 @@ pub(crate) async fn start(config: Config) -> Result<Running> {
     let service_cidr = ServiceCidr::parse(&config.service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
     let store = open_store(&config).await?;
     kapal_store::spawn_compactor(store.clone(), config.retention);
-    let api = ApiServer::new(store, service_cidr, config.watch_cache_history).await?;
-    api.set_default_toleration_seconds(
-        config.default_not_ready_toleration_seconds,
-        config.default_unreachable_toleration_seconds,
-    );
+    let tolerations = (config.default_not_ready_toleration_seconds, config.default_unreachable_toleration_seconds);
+    let api = ApiServer::new(store, service_cidr, config.watch_cache_history, tolerations).await?;
 
     let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string();
     let addresses = host_addresses();

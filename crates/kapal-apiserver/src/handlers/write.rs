@@ -308,7 +308,7 @@ impl ApiServer {
         }
         self.admit_priority(ctx, &mut obj)?;
         if info.group.is_empty() && info.kind == "Pod" {
-            let (not_ready, unreachable) = self.default_toleration_seconds();
+            let (not_ready, unreachable) = self.toleration_seconds;
             kapal_api::defaults::default_tolerations(&mut obj, not_ready, unreachable);
         }
         self.admit_quota(ctx, &obj, dry_run).await?;

@@ -107,24 +107,21 @@ pub fn inbound(shared: Arc<Shared>, key: InboundKey) -> InboundStack {
 /// ready (readiness is decided per request, e.g. by the balancer).
 macro_rules! layer_service {
     ($name:ident) => {
-        impl<S: $crate::http::Inner> tower::Service<$crate::http::Req> for $name<S> {
-            type Response = $crate::http::Res;
-            type Error = $crate::http::ProxyError;
-            type Future = $crate::http::ResFuture;
-
-            fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
-                std::task::Poll::Ready(Ok(()))
-            }
-
-            fn call(&mut self, req: $crate::http::Req) -> Self::Future {
-                Box::pin(self.clone().run(req))
-            }
-        }
+        $crate::http::layer_service!(@impl $name, |this, req| Box::pin(this.clone().run(req)));
     };
     // A layer with nothing to do for most requests: when `$idle` says so of the request's route,
     // the request goes straight to the inner service, whose future is returned as it is — no
     // clone of the stack below, no future of this layer to allocate and poll.
     ($name:ident, idle: $idle:expr) => {
+        $crate::http::layer_service!(@impl $name, |this, req| {
+            let idle: fn(&$crate::http::RouteCtx, &$crate::http::Req) -> bool = $idle;
+            if req.extensions().get::<$crate::http::RouteCtx>().is_some_and(|ctx| idle(ctx, &req)) {
+                return this.inner.call(req);
+            }
+            Box::pin(this.clone().run(req))
+        });
+    };
+    (@impl $name:ident, |$this:ident, $req:ident| $call:expr) => {
         impl<S: $crate::http::Inner> tower::Service<$crate::http::Req> for $name<S> {
             type Response = $crate::http::Res;
             type Error = $crate::http::ProxyError;
@@ -134,12 +131,9 @@ macro_rules! layer_service {
                 std::task::Poll::Ready(Ok(()))
             }
 
-            fn call(&mut self, req: $crate::http::Req) -> Self::Future {
-                let idle: fn(&$crate::http::RouteCtx, &$crate::http::Req) -> bool = $idle;
-                if req.extensions().get::<$crate::http::RouteCtx>().is_some_and(|ctx| idle(ctx, &req)) {
-                    return self.inner.call(req);
-                }
-                Box::pin(self.clone().run(req))
+            fn call(&mut self, $req: $crate::http::Req) -> Self::Future {
+                let $this = self;
+                $call
             }
         }
     };
