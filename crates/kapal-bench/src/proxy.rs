@@ -4,7 +4,11 @@
 //! through a client-side + server-side proxy pair with mutual TLS, as in a mesh. The proxies
 //! run as child processes (this binary re-executed with the hidden `--serve` flag, which calls
 //! `kapal_mesh::run`, the same entry point as `kapal proxy`), pinned to CPU 1 with `taskset`
-//! when it exists, so that their RSS is their own and their CPU is one core.
+//! when it exists, so that their RSS is their own and their CPU is one core. The scenario
+//! itself (load generator and backend) then keeps to CPU 0, so that a proxy has its core to
+//! itself: otherwise the generator's threads share it, and a proxy that leaves the generator
+//! more room (HAProxy, idle a third of the time then) is measured by the generator, not by
+//! what it can do on one core. Each throughput figure comes with the CPU the proxy used.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -17,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
 use crate::loadgen::{self, Proto};
-use crate::stats::{Samples, rss_mib};
+use crate::stats::{Samples, cpu_seconds, rss_mib};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -120,8 +124,28 @@ async fn spawn_proxy_exe(
     anyhow::bail!("proxy with {} did not become ready", config.display())
 }
 
+/// Whether the machine has two CPUs to split (decided once, before this process pins itself
+/// to one, after which it would see only that one).
+fn can_pin() -> bool {
+    static CAN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *CAN.get_or_init(|| {
+        Path::new("/usr/bin/taskset").exists() && std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+    })
+}
+
+/// Keeps every thread of this process (the load generator and the backend) on CPU 0, leaving
+/// CPU 1 to the proxy under test.
+fn pin_self_to_cpu0() -> anyhow::Result<()> {
+    let status = Command::new("/usr/bin/taskset")
+        .args(["-a", "-p", "-c", "0", &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()?;
+    anyhow::ensure!(status.success(), "taskset -a -p -c 0 {} failed: {status}", std::process::id());
+    Ok(())
+}
+
 fn pinned(program: &str) -> Command {
-    if Path::new("/usr/bin/taskset").exists() {
+    if can_pin() {
         let mut c = Command::new("/usr/bin/taskset");
         c.args(["-c", "1", program]);
         c
@@ -275,6 +299,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await?
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the proxy thread panicked")));
     }
+    if can_pin() {
+        pin_self_to_cpu0()?;
+    }
     let dir = tempfile::tempdir()?;
     let app = backend().await?;
     let (client_id, server_id) = write_identities(dir.path())?;
@@ -310,14 +337,19 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     row("proxy RSS idle", format!("{:.1} MiB", rss_mib(one.child.id())), "≤ 15 MB");
     let duration = Duration::from_secs(args.duration);
     let others = baselines(dir.path(), app).await?;
-    let mut targets = vec![("direct", app), ("kapal proxy", plain), ("kapal mesh pair (mTLS)", mesh_out)];
+    let pair = vec![client.child.id(), server.child.id()];
+    let mut targets = vec![
+        ("direct", app, vec![]),
+        ("kapal proxy", plain, vec![one.child.id()]),
+        ("kapal mesh pair (mTLS)", mesh_out, pair),
+    ];
     let protos = if args.throughput_only { vec![] } else { vec![Proto::H1, Proto::H2] };
     for proto in protos {
         for &rate in &args.rates {
             let mut baseline: Option<Samples> = None;
             // HAProxy and nginx are configured for HTTP/1.1 only.
             let h1_only = others.iter().map(|(name, addr, _)| (*name, *addr)).filter(|_| proto == Proto::H1);
-            for (name, addr) in targets.iter().copied().chain(h1_only) {
+            for (name, addr) in targets.iter().map(|(name, addr, _)| (*name, *addr)).chain(h1_only) {
                 // Warm connection pools and the peak-EWMA estimates first.
                 loadgen::open_loop(addr, proto, rate, Duration::from_millis(500), args.connections).await?;
                 let run = loadgen::open_loop(addr, proto, rate, duration, args.connections).await?;
@@ -351,7 +383,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    targets.extend(others.iter().map(|(name, addr, _)| (*name, *addr)));
+    targets.extend(others.iter().map(|(name, addr, p)| (*name, *addr, vec![p.child.id()])));
     let compare = match &args.compare_exe {
         Some(exe) => {
             let addr = free_addr()?;
@@ -360,21 +392,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 &cfg,
                 format!("{HEAD}services:\n  - {{name: app, listen: '{addr}', endpoints: [{{address: '{app}'}}]}}\n"),
             )?;
-            targets.insert(2, ("kapal proxy (compare)", addr));
-            Some(spawn_proxy_exe(exe, &cfg, None, args.proxy_current_thread).await?)
+            let proxy = spawn_proxy_exe(exe, &cfg, None, args.proxy_current_thread).await?;
+            targets.insert(2, ("kapal proxy (compare)", addr, vec![proxy.child.id()]));
+            Some(proxy)
         }
         None => None,
     };
     for round in 1..=args.rounds.max(1) {
         let mut measured = Vec::new();
-        for &(name, addr) in &targets {
-            let rps = loadgen::max_throughput(addr, duration, 64).await?;
+        for (name, addr, pids) in &targets {
+            let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+            let (cpu_before, started) = (cpu(), Instant::now());
+            let rps = loadgen::max_throughput(*addr, duration, 64).await?;
+            let used = (cpu() - cpu_before) / started.elapsed().as_secs_f64();
             let name = if args.rounds > 1 { format!("{name}, round {round}") } else { name.to_string() };
-            row(&format!("max throughput HTTP/1.1, 64 connections, {name}"), format!("{rps:.0} req/s"), "");
-            measured.push(rps);
+            let value = if pids.is_empty() {
+                format!("{rps:.0} req/s")
+            } else {
+                // Requests per second of the proxy's own CPU time: what one saturated core serves.
+                format!("{rps:.0} req/s at {:.0} % CPU ({:.0} req per CPU-second)", 100.0 * used, rps / used)
+            };
+            row(&format!("max throughput HTTP/1.1, 64 connections, {name}"), value, "");
+            measured.push((rps, rps / used));
         }
-        if let Some(h) = targets.iter().position(|(name, _)| *name == "HAProxy") {
-            let of = |i: usize| format!("{:.0} %", 100.0 * measured[i] / measured[h]);
+        if let Some(h) = targets.iter().position(|(name, _, _)| *name == "HAProxy") {
+            let of = |i: usize| {
+                let ((rps, per_cpu), (base_rps, base_per_cpu)) = (measured[i], measured[h]);
+                format!("{:.0} % (per CPU-second {:.0} %)", 100.0 * rps / base_rps, 100.0 * per_cpu / base_per_cpu)
+            };
             row(&format!("round {round}: kapal proxy / HAProxy"), of(1), "≥ 100 %");
             if compare.is_some() {
                 row(&format!("round {round}: kapal proxy (compare) / HAProxy"), of(2), "");

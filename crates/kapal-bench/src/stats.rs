@@ -43,6 +43,20 @@ pub fn rss_mib(pid: u32) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// CPU time a process has used so far (user + system, all threads), from `/proc/PID/stat`.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The command name may hold spaces; fields after its closing parenthesis are plain.
+    let fields: Vec<&str> = stat.rsplit_once(')').map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
+    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        // Linux reports them in USER_HZ, which is 100 on every architecture it runs on.
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -53,5 +67,19 @@ mod tests {
         assert_eq!(s.pct_ms(50.0).round(), 51.0);
         assert_eq!(s.pct_ms(99.0).round(), 99.0);
         assert!(Samples::default().pct_ms(50.0).is_nan());
+    }
+
+    #[test]
+    fn cpu_seconds_grow_as_a_process_works() {
+        let me = std::process::id();
+        let before = cpu_seconds(me);
+        let start = std::time::Instant::now();
+        let mut x = 0u64;
+        while start.elapsed() < Duration::from_millis(100) {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+        let after = cpu_seconds(me);
+        assert!(before.is_finite() && after > before, "{before} → {after}");
+        assert!(cpu_seconds(u32::MAX).is_nan());
     }
 }
