@@ -382,14 +382,18 @@ fn box_error(e: hyper::Error) -> BoxError {
 }
 
 /// A whole request stack, boxed so that connection tasks are not generic over it.
-pub type Stack = tower::util::BoxCloneService<Req, Res, Infallible>;
+pub type Stack = tower::util::BoxService<Req, Res, Infallible>;
 
 async fn serve_http<I>(io: I, stack: Stack, info: ConnInfo, ctx: &ConnCtx) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
+    // hyper calls the service through a shared reference; the connection's one stack is
+    // called in place (every layer is always ready and its futures own what they need), not
+    // cloned per request. The lock is never contended: one connection, one caller at a time.
+    let stack = std::sync::Mutex::new(stack);
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        stack.clone().call(to_proxy_request(req, &info))
+        stack.lock().unwrap_or_else(|p| p.into_inner()).call(to_proxy_request(req, &info))
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -145,7 +145,7 @@ impl<S: Inner> tower::Service<Req> for ErrorResponses<S> {
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let fut = self.inner.clone().call(req);
+        let fut = self.inner.call(req);
         Box::pin(async move {
             Ok(fut.await.unwrap_or_else(|error| {
                 tracing::debug!(%error, "answering with a proxy error");

@@ -73,6 +73,11 @@ impl<S> Inner for S where
 {
 }
 
+/// A future that is already resolved (a layer answering without the inner service).
+fn ready(result: Result<Res, ProxyError>) -> ResFuture {
+    Box::pin(std::future::ready(result))
+}
+
 fn route_ctx(req: &Req) -> Result<RouteCtx, ProxyError> {
     req.extensions().get::<RouteCtx>().cloned().ok_or(ProxyError::Internal("request has no route"))
 }
@@ -105,7 +110,15 @@ pub fn inbound(shared: Arc<Shared>, key: InboundKey) -> InboundStack {
 /// Implements `tower::Service` for a layer struct with an `inner` field whose logic lives in an
 /// `async fn run(self, req) -> Result<Res, ProxyError>` method; the inner service is always
 /// ready (readiness is decided per request, e.g. by the balancer).
+///
+/// A layer on every request's path instead does its synchronous part in
+/// `fn serve(&mut self, req) -> ResFuture`, calls the inner service there, and moves into its
+/// future only what it needs after the response: `layer_service!(Name, serve)`. Cloning the
+/// layer per request would clone the whole stack below it, and its future would carry it.
 macro_rules! layer_service {
+    ($name:ident, serve) => {
+        $crate::http::layer_service!(@impl $name, |this, req| this.serve(req));
+    };
     ($name:ident) => {
         $crate::http::layer_service!(@impl $name, |this, req| Box::pin(this.clone().run(req)));
     };

@@ -10,7 +10,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{ConnInfo, Inner, ProxyError, Req, Res, RouteCtx, Upstream, layer_service, route_ctx};
+use super::{ConnInfo, Inner, ProxyError, Req, Res, ResFuture, RouteCtx, Upstream, layer_service, ready, route_ctx};
 use crate::metrics::{LatencyLabels, RequestLabels, status_class};
 use crate::otlp::{AttrValue, SpanKind, SpanRecord};
 use crate::route::Rule;
@@ -68,8 +68,11 @@ impl<S: Inner> Observe<S> {
         Observe { shared, handles: Arc::default(), inner }
     }
 
-    async fn run(mut self, mut req: Req) -> Result<Res, ProxyError> {
-        let ctx = route_ctx(&req)?;
+    fn serve(&mut self, mut req: Req) -> ResFuture {
+        let ctx = match route_ctx(&req) {
+            Ok(ctx) => ctx,
+            Err(e) => return ready(Err(e)),
+        };
         let conn = req.extensions().get::<ConnInfo>().cloned();
         let direction = conn.as_ref().map_or("outbound", |c| c.direction);
         let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
@@ -89,75 +92,84 @@ impl<S: Inner> Observe<S> {
         );
         let log_line = self.shared.access_log.load(Ordering::Relaxed).then(|| AccessLog::start(&req, &conn, &trace));
         // Unsampled traces (flag bit 0 clear) are not exported.
-        let otlp =
-            self.shared.spans.as_ref().filter(|_| trace.flags & 1 == 1).map(|spans| (spans, SpanStart::new(&req)));
+        let otlp = self
+            .shared
+            .spans
+            .as_ref()
+            .filter(|_| trace.flags & 1 == 1)
+            .map(|spans| (spans.clone(), SpanStart::new(&req)));
         let start = Instant::now();
-        let res = self.inner.call(req).instrument(span).await;
-        let elapsed = start.elapsed();
-        let status = match &res {
-            Ok(r) => r.status(),
-            Err(e) => e.status(),
-        };
-        let identity = conn.as_ref().and_then(|c| c.client_identity.clone());
-        self.record(&ctx, direction, status.as_u16(), identity, elapsed);
-        if let Some((spans, started)) = otlp {
-            spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
-        }
-        if let Some(line) = log_line {
-            line.finish(&ctx, direction, &res, elapsed);
-        }
-        res
-    }
-
-    fn record(
-        &self,
-        ctx: &RouteCtx,
-        direction: &'static str,
-        status: u16,
-        identity: Option<Arc<str>>,
-        elapsed: std::time::Duration,
-    ) {
-        let mut handles = self.handles.lock().unwrap_or_else(|p| p.into_inner());
-        if !handles.is_for(ctx, direction, &identity) {
-            *handles = Handles {
-                key: Some(HandlesKey {
-                    service: Arc::downgrade(&ctx.service),
-                    rule: Arc::downgrade(&ctx.rule),
-                    backend: Arc::downgrade(&ctx.backend),
-                    direction,
-                    identity: identity.clone(),
-                }),
-                ..Handles::default()
+        let fut = self.inner.call(req).instrument(span);
+        let (shared, handles) = (self.shared.clone(), self.handles.clone());
+        Box::pin(async move {
+            let res = fut.await;
+            let elapsed = start.elapsed();
+            let status = match &res {
+                Ok(r) => r.status(),
+                Err(e) => e.status(),
             };
-        }
-        let latency = handles.latency.get_or_insert_with(|| {
-            let labels = LatencyLabels {
-                direction,
-                service: ctx.service.cfg.name.clone(),
-                route: ctx.rule.name.clone(),
-                backend: ctx.backend.cfg.name.clone(),
-            };
-            self.shared.metrics.latency.get_or_create(&labels).clone()
-        });
-        latency.observe(elapsed.as_secs_f64());
-        let class = status_class(status);
-        let slot = usize::from((status / 100).clamp(1, 5) - 1);
-        let requests = handles.requests[slot].get_or_insert_with(|| {
-            let labels = RequestLabels {
-                direction,
-                service: ctx.service.cfg.name.clone(),
-                route: ctx.rule.name.clone(),
-                backend: ctx.backend.cfg.name.clone(),
-                status_class: class,
-                client_identity: identity.as_deref().unwrap_or("").to_string(),
-            };
-            self.shared.metrics.requests.get_or_create(&labels).clone()
-        });
-        requests.inc();
+            let identity = conn.as_ref().and_then(|c| c.client_identity.clone());
+            record(&shared, &handles, &ctx, direction, status.as_u16(), identity, elapsed);
+            if let Some((spans, started)) = otlp {
+                spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
+            }
+            if let Some(line) = log_line {
+                line.finish(&ctx, direction, &res, elapsed);
+            }
+            res
+        })
     }
 }
 
-layer_service!(Observe);
+layer_service!(Observe, serve);
+
+fn record(
+    shared: &Shared,
+    handles: &Mutex<Handles>,
+    ctx: &RouteCtx,
+    direction: &'static str,
+    status: u16,
+    identity: Option<Arc<str>>,
+    elapsed: std::time::Duration,
+) {
+    let mut handles = handles.lock().unwrap_or_else(|p| p.into_inner());
+    if !handles.is_for(ctx, direction, &identity) {
+        *handles = Handles {
+            key: Some(HandlesKey {
+                service: Arc::downgrade(&ctx.service),
+                rule: Arc::downgrade(&ctx.rule),
+                backend: Arc::downgrade(&ctx.backend),
+                direction,
+                identity: identity.clone(),
+            }),
+            ..Handles::default()
+        };
+    }
+    let latency = handles.latency.get_or_insert_with(|| {
+        let labels = LatencyLabels {
+            direction,
+            service: ctx.service.cfg.name.clone(),
+            route: ctx.rule.name.clone(),
+            backend: ctx.backend.cfg.name.clone(),
+        };
+        shared.metrics.latency.get_or_create(&labels).clone()
+    });
+    latency.observe(elapsed.as_secs_f64());
+    let class = status_class(status);
+    let slot = usize::from((status / 100).clamp(1, 5) - 1);
+    let requests = handles.requests[slot].get_or_insert_with(|| {
+        let labels = RequestLabels {
+            direction,
+            service: ctx.service.cfg.name.clone(),
+            route: ctx.rule.name.clone(),
+            backend: ctx.backend.cfg.name.clone(),
+            status_class: class,
+            client_identity: identity.as_deref().unwrap_or("").to_string(),
+        };
+        shared.metrics.requests.get_or_create(&labels).clone()
+    });
+    requests.inc();
+}
 
 /// What an OTLP span needs from the request, taken before the request moves on.
 struct SpanStart {

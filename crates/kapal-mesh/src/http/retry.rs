@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
-use super::{Inner, ProxyError, Req, Res, full, layer_service, route_ctx};
+use super::{Inner, ProxyError, Req, Res, ResFuture, RouteCtx, full, layer_service, ready, route_ctx};
 use crate::config::RetryPolicy;
 use crate::metrics::RetryLabels;
 use crate::state::Shared;
@@ -58,9 +58,28 @@ impl<S: Inner> Retry<S> {
         }
     }
 
+    fn serve(&mut self, req: Req) -> ResFuture {
+        let Some(ctx) = req.extensions().get::<RouteCtx>() else {
+            return ready(Err(ProxyError::Internal("request has no route")));
+        };
+        // Every request earns the budget its share; only retries spend it.
+        ctx.service.budget.deposit();
+        if ctx.rule.retry.is_some() {
+            return Box::pin(self.clone().run(req));
+        }
+        // One attempt: nothing to keep for after it but the per-try timeout.
+        let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
+        let fut = self.inner.call(req);
+        match per_try {
+            None => fut,
+            Some(limit) => {
+                Box::pin(async move { tokio::time::timeout(limit, fut).await.map_err(|_| ProxyError::TryTimeout)? })
+            }
+        }
+    }
+
     async fn run(mut self, req: Req) -> Result<Res, ProxyError> {
         let ctx = route_ctx(&req)?;
-        ctx.service.budget.deposit();
         let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
         let Some(policy) = ctx.rule.retry.as_ref() else { return self.attempt(req, per_try).await };
         // Only bodies of known, small size are buffered for replay; streams go through once.
@@ -98,4 +117,4 @@ impl<S: Inner> Retry<S> {
     }
 }
 
-layer_service!(Retry);
+layer_service!(Retry, serve);

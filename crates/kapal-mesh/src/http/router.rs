@@ -6,8 +6,8 @@ use std::sync::Arc;
 use http::{HeaderValue, StatusCode, header};
 use rand::Rng;
 
-use super::{Inner, ProxyError, Req, Res, RouteCtx, full, layer_service};
-use crate::route::{self, RequestView};
+use super::{Inner, ProxyError, Req, Res, ResFuture, RouteCtx, full, layer_service, ready};
+use crate::route::{self, RequestView, Rule};
 use crate::state::{InboundKey, Shared};
 
 /// Outbound routing for one service, against the current config snapshot.
@@ -24,7 +24,28 @@ impl<S: Inner> Router<S> {
         Router { shared, service: service.into(), inner }
     }
 
-    async fn run(mut self, mut req: Req) -> Result<Res, ProxyError> {
+    fn serve(&mut self, mut req: Req) -> ResFuture {
+        let rule = match self.route(&mut req) {
+            Ok(Routed::Forward(rule)) => rule,
+            Ok(Routed::Answered(res)) => return ready(Ok(res)),
+            Err(e) => return ready(Err(e)),
+        };
+        let fut = self.inner.call(req);
+        if rule.response_headers.is_empty() {
+            return fut;
+        }
+        Box::pin(async move {
+            let mut res = fut.await?;
+            for m in &rule.response_headers {
+                route::apply_header_modifier(res.headers_mut(), m);
+            }
+            Ok(res)
+        })
+    }
+
+    /// Matches the request to a rule, applies its request filters and picks the backend (a
+    /// [`RouteCtx`] extension), or answers it (a redirect).
+    fn route(&self, req: &mut Req) -> Result<Routed, ProxyError> {
         let snapshot = self.shared.snapshot();
         let service = snapshot
             .services
@@ -42,7 +63,7 @@ impl<S: Inner> Router<S> {
             service.routes.find(&view).cloned().ok_or(ProxyError::NoRoute)?
         };
         if let Some(redirect) = &rule.redirect {
-            return Ok(redirect_response(redirect, &req));
+            return Ok(Routed::Answered(redirect_response(redirect, req)));
         }
         for m in &rule.request_headers {
             route::apply_header_modifier(req.headers_mut(), m);
@@ -61,15 +82,19 @@ impl<S: Inner> Router<S> {
             rule: rule.clone(),
             backend: backend.clone(),
         });
-        let mut res = self.inner.call(req).await?;
-        for m in &rule.response_headers {
-            route::apply_header_modifier(res.headers_mut(), m);
-        }
-        Ok(res)
+        Ok(Routed::Forward(rule))
     }
 }
 
-layer_service!(Router);
+/// What routing made of a request.
+enum Routed {
+    /// Send it on; the response gets this rule's response filters.
+    Forward(Arc<Rule>),
+    /// The router answers it itself.
+    Answered(Res),
+}
+
+layer_service!(Router, serve);
 
 fn redirect_response(r: &crate::config::RequestRedirect, req: &Req) -> Res {
     let host = req
@@ -102,16 +127,18 @@ impl<S: Inner> InboundTarget<S> {
         InboundTarget { shared, key, inner }
     }
 
-    async fn run(mut self, mut req: Req) -> Result<Res, ProxyError> {
-        let local =
-            self.shared.inbound_target(self.key).ok_or(ProxyError::Internal("inbound target not in config"))?.service;
+    fn serve(&mut self, mut req: Req) -> ResFuture {
+        let Some(local) = self.shared.inbound_target(self.key) else {
+            return ready(Err(ProxyError::Internal("inbound target not in config")));
+        };
+        let local = local.service;
         req.extensions_mut().insert(RouteCtx {
             service: local.clone(),
             rule: local.default_rule.clone(),
             backend: local,
         });
-        self.inner.call(req).await
+        self.inner.call(req)
     }
 }
 
-layer_service!(InboundTarget);
+layer_service!(InboundTarget, serve);
