@@ -4,9 +4,9 @@
 //! through a client-side + server-side proxy pair with mutual TLS, as in a mesh. The proxies
 //! run as child processes (this binary re-executed with the hidden `--serve` flag, which calls
 //! `kapal_mesh::run`, the same entry point as `kapal proxy`), pinned to CPU 1 with `taskset`
-//! when it exists, so that their RSS is their own and their CPU is one core. The scenario
-//! itself (load generator and backend) then keeps to CPU 0, so that a proxy has its core to
-//! itself: otherwise the generator's threads share it, and a proxy that leaves the generator
+//! when it exists, so that their RSS is their own and their CPU is one core. For the
+//! throughput rounds the scenario itself (load generator and backend) keeps to CPU 0, so that a
+//! proxy has its core to itself: otherwise the generator's threads share it, and a proxy that leaves the generator
 //! more room (HAProxy, idle a third of the time then) is measured by the generator, not by
 //! what it can do on one core. Each throughput figure comes with the CPU the proxy used.
 
@@ -299,9 +299,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             .await?
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the proxy thread panicked")));
     }
-    if can_pin() {
-        pin_self_to_cpu0()?;
-    }
+    let pin = can_pin();
     let dir = tempfile::tempdir()?;
     let app = backend().await?;
     let (client_id, server_id) = write_identities(dir.path())?;
@@ -398,6 +396,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         None => None,
     };
+    // Only now: the latency figures are taken with the generator free to use both CPUs, as
+    // a sidecar's clients and servers are; one CPU of its own would add a cross-CPU wake-up to
+    // every hop of every request, for every proxy alike.
+    if pin {
+        pin_self_to_cpu0()?;
+    }
     for round in 1..=args.rounds.max(1) {
         let mut measured = Vec::new();
         for (name, addr, pids) in &targets {
