@@ -94,7 +94,11 @@ impl EndpointStats {
 
     /// Records a latency sample.
     pub fn observe_rtt(&self, lb: &LoadBalancer, rtt: Duration) {
-        let now = Instant::now();
+        self.observe_rtt_at(lb, rtt, Instant::now());
+    }
+
+    /// Records a latency sample taken at `now` (a caller that has just read the clock).
+    pub fn observe_rtt_at(&self, lb: &LoadBalancer, rtt: Duration, now: Instant) {
         let mut inner = self.lock();
         let sample = rtt.as_nanos() as f64;
         inner.ewma_ns = if sample > inner.ewma_ns {
@@ -170,8 +174,21 @@ pub trait Candidate {
 
 /// Power of two choices: two random available endpoints (weighted), the cheaper one wins.
 /// `rand01` yields uniform numbers in `[0, 1)`. `None` when no endpoint is available.
-pub fn p2c<'a, C: Candidate>(endpoints: &'a [C], lb: &LoadBalancer, mut rand01: impl FnMut() -> f64) -> Option<&'a C> {
-    let now = Instant::now();
+pub fn p2c<'a, C: Candidate>(endpoints: &'a [C], lb: &LoadBalancer, rand01: impl FnMut() -> f64) -> Option<&'a C> {
+    p2c_at(endpoints, lb, Instant::now(), rand01)
+}
+
+/// [`p2c`] at `now` (a caller that has just read the clock).
+pub fn p2c_at<'a, C: Candidate>(
+    endpoints: &'a [C],
+    lb: &LoadBalancer,
+    now: Instant,
+    mut rand01: impl FnMut() -> f64,
+) -> Option<&'a C> {
+    // One endpoint (an inbound app, a single-replica service): nothing to choose between.
+    if let [only] = endpoints {
+        return (only.weight() > 0 && only.stats().available(now)).then_some(only);
+    }
     let ready: Vec<&C> = endpoints.iter().filter(|e| e.weight() > 0 && e.stats().available(now)).collect();
     match ready.len() {
         0 => None,

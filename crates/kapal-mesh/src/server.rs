@@ -314,7 +314,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
         Kind::Outbound(service) => {
             let info = ConnInfo { remote, client_identity: None, direction };
             if as_http(protocol, inbound, detected) {
-                Box::pin(serve_http(io, Stack::new(stack::outbound(ctx.shared.clone(), service)), info, ctx)).await
+                Box::pin(serve_http(io, Stack::new(stack::outbound(ctx.shared.clone(), service, info)), ctx)).await
             } else {
                 Box::pin(forward_outbound_tcp(io, &service, ctx)).await
             }
@@ -338,7 +338,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
                 Box::pin(forward_inbound_tcp(tls_stream, listen, identity.as_deref(), ctx)).await
             } else {
                 let info = ConnInfo { remote, client_identity: identity.map(Into::into), direction };
-                Box::pin(serve_http(tls_stream, Stack::new(stack::inbound(ctx.shared.clone(), listen)), info, ctx))
+                Box::pin(serve_http(tls_stream, Stack::new(stack::inbound(ctx.shared.clone(), listen, info)), ctx))
                     .await
             }
         }
@@ -350,7 +350,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
         Kind::Inbound(listen) => {
             if as_http(protocol, inbound, detected) {
                 let info = ConnInfo { remote, client_identity: None, direction };
-                Box::pin(serve_http(io, Stack::new(stack::inbound(ctx.shared.clone(), listen)), info, ctx)).await
+                Box::pin(serve_http(io, Stack::new(stack::inbound(ctx.shared.clone(), listen, info)), ctx)).await
             } else {
                 Box::pin(forward_inbound_tcp(io, listen, None, ctx)).await
             }
@@ -367,12 +367,6 @@ fn as_http(protocol: Protocol, inbound: bool, detected: Option<Detected>) -> boo
     }
 }
 
-fn to_proxy_request(req: http::Request<Incoming>, info: &ConnInfo) -> Req {
-    let mut req = req.map(box_incoming);
-    req.extensions_mut().insert(info.clone());
-    req
-}
-
 fn box_incoming(body: Incoming) -> crate::Body {
     body.map_err(box_error).boxed_unsync()
 }
@@ -384,7 +378,7 @@ fn box_error(e: hyper::Error) -> BoxError {
 /// A whole request stack, boxed so that connection tasks are not generic over it.
 pub type Stack = tower::util::BoxService<Req, Res, Infallible>;
 
-async fn serve_http<I>(io: I, stack: Stack, info: ConnInfo, ctx: &ConnCtx) -> Result<(), BoxError>
+async fn serve_http<I>(io: I, stack: Stack, ctx: &ConnCtx) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -393,7 +387,7 @@ where
     // cloned per request. The lock is never contended: one connection, one caller at a time.
     let stack = std::sync::Mutex::new(stack);
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        stack.lock().unwrap_or_else(|p| p.into_inner()).call(to_proxy_request(req, &info))
+        stack.lock().unwrap_or_else(|p| p.into_inner()).call(req.map(box_incoming))
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

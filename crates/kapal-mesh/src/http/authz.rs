@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{ConnInfo, Inner, ProxyError, Req, Res, layer_service};
+use super::{ConnInfo, Inner, ProxyError, Req, ResFuture, layer_service, ready};
 use crate::config::{Action, AuthorizationPolicy, AuthorizationRule};
 use crate::state::Shared;
 
@@ -10,29 +10,31 @@ use crate::state::Shared;
 #[derive(Clone)]
 pub struct Authorize<S> {
     shared: Arc<Shared>,
+    /// The client's SPIFFE ID, when its connection was mesh mTLS.
+    identity: Option<Arc<str>>,
     inner: S,
 }
 
 impl<S: Inner> Authorize<S> {
-    /// Wraps `inner`.
-    pub fn new(shared: Arc<Shared>, inner: S) -> Self {
-        Authorize { shared, inner }
+    /// Wraps `inner`, for the requests of the connection `conn`.
+    pub fn new(shared: Arc<Shared>, conn: &ConnInfo, inner: S) -> Self {
+        Authorize { shared, identity: conn.client_identity.clone(), inner }
     }
 
-    async fn run(mut self, req: Req) -> Result<Res, ProxyError> {
-        let identity = req.extensions().get::<ConnInfo>().and_then(|c| c.client_identity.clone());
+    fn serve(&mut self, req: Req) -> ResFuture {
+        let identity = self.identity.as_deref();
         let policy = &self.shared.snapshot().config.authorization;
-        match authorize(policy, identity.as_deref(), req.uri().path(), req.method().as_str()) {
-            Action::Allow => self.inner.call(req).await,
+        match authorize(policy, identity, req.uri().path(), req.method().as_str()) {
+            Action::Allow => self.inner.call(req),
             Action::Deny => {
                 tracing::info!(client = ?identity, path = %req.uri().path(), "request denied by authorization policy");
-                Err(ProxyError::Forbidden)
+                ready(Err(ProxyError::Forbidden))
             }
         }
     }
 }
 
-layer_service!(Authorize);
+layer_service!(Authorize, serve);
 
 /// Evaluates a policy: a matching deny rule denies, else a matching allow rule allows, else
 /// the default action applies.

@@ -9,7 +9,7 @@ use rand::Rng;
 use tokio::time::Instant;
 
 use super::{ProxyError, Req, ResFuture, route_ctx};
-use crate::balance::{Outcome, Transition, p2c};
+use crate::balance::{Outcome, Transition, p2c_at};
 use crate::client::SendError;
 use crate::metrics::EndpointLabels;
 use crate::state::{Endpoint, ServiceRt, Shared};
@@ -30,9 +30,11 @@ impl Balance {
         let ctx = route_ctx(&req)?;
         let backend = &ctx.backend;
         let lb = &backend.cfg.load_balancer;
+        // One clock reading serves the choice and the start of the attempt.
+        let now = Instant::now();
         let picked = {
             let mut rng = rand::rng();
-            p2c(&backend.endpoints, lb, || rng.random::<f64>()).cloned()
+            p2c_at(&backend.endpoints, lb, now, || rng.random::<f64>()).cloned()
         };
         let ep = picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint;
         // An HTTP/1.1 upgrade (WebSocket, …) is forwarded as HTTP/1.1 and then tunnelled.
@@ -40,7 +42,7 @@ impl Balance {
         let h2 = upgrade.is_none() && backend.upstream_h2().unwrap_or(req.version() == Version::HTTP_2);
         *req.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
         *req.uri_mut() = absolute_uri(&req, ep.addr)?;
-        let mut in_flight = InFlight { shared: &self.shared, backend, ep: &ep, start: Instant::now(), done: false };
+        let mut in_flight = InFlight { shared: &self.shared, backend, ep: &ep, start: now, done: false };
         let res = {
             let _pending = ep.stats.start();
             ep.client.send(req, h2).await
@@ -121,7 +123,8 @@ impl InFlight<'_> {
         self.done = true;
         let lb = &self.backend.cfg.load_balancer;
         if answered {
-            self.ep.stats.observe_rtt(lb, self.start.elapsed());
+            let end = Instant::now();
+            self.ep.stats.observe_rtt_at(lb, end.saturating_duration_since(self.start), end);
         }
         let (service, endpoint) = (&self.backend.cfg.name, self.ep.addr);
         match self.ep.stats.record(self.backend.cfg.outlier_detection.as_ref(), outcome) {

@@ -133,21 +133,35 @@ impl<S> ErrorResponses<S> {
 impl<S: Inner> tower::Service<Req> for ErrorResponses<S> {
     type Response = Res;
     type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Res, Infallible>> + Send>>;
+    type Future = Answered;
 
     fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
+    fn call(&mut self, req: Req) -> Answered {
         let grpc = req
             .headers()
             .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("application/grpc"));
-        let fut = self.inner.call(req);
-        Box::pin(async move {
-            Ok(fut.await.unwrap_or_else(|error| {
+        Answered { inner: self.inner.call(req), grpc }
+    }
+}
+
+/// The response of the stack, or the response for its error.
+pub struct Answered {
+    inner: super::ResFuture,
+    grpc: bool,
+}
+
+impl Future for Answered {
+    type Output = Result<Res, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let grpc = self.grpc;
+        self.inner.as_mut().poll(cx).map(|res| {
+            Ok(res.unwrap_or_else(|error| {
                 tracing::debug!(%error, "answering with a proxy error");
                 if grpc { error.into_grpc_response() } else { error.into_response() }
             }))

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 pub use authz::{Authorize, authorize, authorize_tcp};
 pub use balance::{Balance, Upstream};
-pub use error::{ErrorResponses, ProxyError};
+pub use error::{Answered, ErrorResponses, ProxyError};
 pub use fault::Fault;
 pub use mirror::{Copied, MIRROR_TIMEOUT, Mirror, Tee};
 pub use observe::Observe;
@@ -94,16 +94,17 @@ pub type OutboundStack = ErrorResponses<Router<Observe<Mirror<Fault<RequestTimeo
 pub type InboundStack = ErrorResponses<InboundTarget<Authorize<Observe<Balance>>>>;
 
 /// The outbound stack for the service named `service`.
-pub fn outbound(shared: Arc<Shared>, service: String) -> OutboundStack {
+pub fn outbound(shared: Arc<Shared>, service: String, conn: ConnInfo) -> OutboundStack {
     let balance = Balance::new(shared.clone());
     let resilient = Fault::new(RequestTimeout::new(Retry::new(shared.clone(), balance)));
-    let inner = Observe::new(shared.clone(), Mirror::new(shared.clone(), resilient));
+    let inner = Observe::new(shared.clone(), conn, Mirror::new(shared.clone(), resilient));
     ErrorResponses::new(Router::new(shared, service, inner))
 }
 
 /// The inbound stack for the local application identified by `key`.
-pub fn inbound(shared: Arc<Shared>, key: InboundKey) -> InboundStack {
-    let inner = Authorize::new(shared.clone(), Observe::new(shared.clone(), Balance::new(shared.clone())));
+pub fn inbound(shared: Arc<Shared>, key: InboundKey, conn: ConnInfo) -> InboundStack {
+    let observe = Observe::new(shared.clone(), conn.clone(), Balance::new(shared.clone()));
+    let inner = Authorize::new(shared.clone(), &conn, observe);
     ErrorResponses::new(InboundTarget::new(shared, key, inner))
 }
 

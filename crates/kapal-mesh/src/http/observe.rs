@@ -23,6 +23,8 @@ const TRACEPARENT: &str = "traceparent";
 #[derive(Clone)]
 pub struct Observe<S> {
     shared: Arc<Shared>,
+    /// The connection the requests arrive on.
+    conn: Arc<ConnInfo>,
     /// One per connection (a stack is built per connection and cloned per request).
     handles: Arc<Mutex<Handles>>,
     inner: S,
@@ -63,9 +65,9 @@ impl Handles {
 }
 
 impl<S: Inner> Observe<S> {
-    /// Wraps `inner`.
-    pub fn new(shared: Arc<Shared>, inner: S) -> Self {
-        Observe { shared, handles: Arc::default(), inner }
+    /// Wraps `inner`, for the requests of the connection `conn`.
+    pub fn new(shared: Arc<Shared>, conn: ConnInfo, inner: S) -> Self {
+        Observe { shared, conn: Arc::new(conn), handles: Arc::default(), inner }
     }
 
     fn serve(&mut self, mut req: Req) -> ResFuture {
@@ -73,8 +75,8 @@ impl<S: Inner> Observe<S> {
             Ok(ctx) => ctx,
             Err(e) => return ready(Err(e)),
         };
-        let conn = req.extensions().get::<ConnInfo>().cloned();
-        let direction = conn.as_ref().map_or("outbound", |c| c.direction);
+        let conn = self.conn.clone();
+        let direction = conn.direction;
         let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
         if let Ok(v) = HeaderValue::from_bytes(&trace.traceparent()) {
             req.headers_mut().insert(TRACEPARENT, v);
@@ -108,7 +110,7 @@ impl<S: Inner> Observe<S> {
                 Ok(r) => r.status(),
                 Err(e) => e.status(),
             };
-            let identity = conn.as_ref().and_then(|c| c.client_identity.clone());
+            let identity = conn.client_identity.clone();
             record(&shared, &handles, &ctx, direction, status.as_u16(), identity, elapsed);
             if let Some((spans, started)) = otlp {
                 spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
@@ -197,7 +199,7 @@ impl SpanStart {
     fn finish(
         self,
         ctx: &RouteCtx,
-        conn: &Option<ConnInfo>,
+        conn: &ConnInfo,
         direction: &'static str,
         trace: TraceContext,
         res: &Result<Res, ProxyError>,
@@ -220,13 +222,11 @@ impl SpanStart {
         if let Some(authority) = self.authority {
             attributes.push(("server.address", AttrValue::Str(authority)));
         }
-        if let Some(c) = conn {
-            attributes.push(("client.address", AttrValue::Str(c.remote.ip().to_string())));
-        }
+        attributes.push(("client.address", AttrValue::Str(conn.remote.ip().to_string())));
         // The peer is the client on inbound requests and the endpoint that answered on outbound.
         let upstream = res.as_ref().ok().and_then(|r| r.extensions().get::<Upstream>());
         let peer_identity = match direction {
-            "inbound" => conn.as_ref().and_then(|c| c.client_identity.clone()),
+            "inbound" => conn.client_identity.clone(),
             _ => upstream.and_then(|u| u.identity.clone()),
         };
         if let Some(u) = upstream.filter(|_| direction != "inbound") {
@@ -256,7 +256,7 @@ impl SpanStart {
 struct AccessLog(serde_json::Map<String, serde_json::Value>);
 
 impl AccessLog {
-    fn start(req: &Req, conn: &Option<ConnInfo>, trace: &TraceContext) -> Self {
+    fn start(req: &Req, conn: &ConnInfo, trace: &TraceContext) -> Self {
         let mut m = serde_json::Map::new();
         let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         m.insert("time".into(), (now.as_millis() as u64).into());
@@ -269,8 +269,8 @@ impl AccessLog {
             .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
         m.insert("authority".into(), authority.into());
         m.insert("version".into(), format!("{:?}", req.version()).into());
-        m.insert("client".into(), conn.as_ref().map(|c| c.remote.to_string()).into());
-        m.insert("client_identity".into(), conn.as_ref().and_then(|c| c.client_identity.as_deref()).into());
+        m.insert("client".into(), conn.remote.to_string().into());
+        m.insert("client_identity".into(), conn.client_identity.as_deref().into());
         m.insert("trace_id".into(), trace.trace_id_hex().into());
         m.insert("span_id".into(), format!("{:016x}", trace.span_id).into());
         AccessLog(m)
