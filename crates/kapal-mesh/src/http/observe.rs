@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
 
-use http::HeaderValue;
+use http::{HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
 use tokio::time::Instant;
@@ -17,7 +17,8 @@ use crate::route::Rule;
 use crate::state::{ServiceRt, Shared};
 use crate::trace::TraceContext;
 
-const TRACEPARENT: &str = "traceparent";
+/// A `HeaderName` rather than a `&str`, which would be parsed again on every use.
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// Counts responses, records latency (to response headers), propagates `traceparent`.
 #[derive(Clone)]
@@ -77,21 +78,27 @@ impl<S: Inner> Observe<S> {
         };
         let conn = self.conn.clone();
         let direction = conn.direction;
-        let trace = TraceContext::continue_from(req.headers().get(TRACEPARENT).and_then(|v| v.to_str().ok()));
+        let trace = TraceContext::continue_from(req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()));
         if let Ok(v) = HeaderValue::from_bytes(&trace.traceparent()) {
             req.headers_mut().insert(TRACEPARENT, v);
         }
-        let span = tracing::debug_span!(
-            "request",
-            direction,
-            service = %ctx.service.cfg.name,
-            route = %ctx.rule.name,
-            backend = %ctx.backend.cfg.name,
-            method = %req.method(),
-            path = %req.uri().path(),
-            trace_id = %trace.trace_id_hex(),
-            span_id = %format_args!("{:016x}", trace.span_id),
-        );
+        // A disabled span still evaluates and records its fields when tracing's `log` feature is
+        // on (as it is in this build's dependency tree), so it is only made when it is wanted.
+        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug_span!(
+                "request",
+                direction,
+                service = %ctx.service.cfg.name,
+                route = %ctx.rule.name,
+                backend = %ctx.backend.cfg.name,
+                method = %req.method(),
+                path = %req.uri().path(),
+                trace_id = %format_args!("{:032x}", trace.trace_id),
+                span_id = %format_args!("{:016x}", trace.span_id),
+            )
+        } else {
+            tracing::Span::none()
+        };
         let log_line = self.shared.access_log.load(Ordering::Relaxed).then(|| AccessLog::start(&req, &conn, &trace));
         // Unsampled traces (flag bit 0 clear) are not exported.
         let otlp = self
