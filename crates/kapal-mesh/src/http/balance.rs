@@ -53,8 +53,11 @@ impl Balance {
             Err(_) => Outcome::Failure,
         };
         in_flight.finish(outcome, res.is_ok());
+        // Only exported spans read it; an extension costs two allocations per response.
         let res = res.map(|mut r| {
-            r.extensions_mut().insert(Upstream { addr: ep.addr, identity: ep.identity.clone() });
+            if self.shared.spans.is_some() {
+                r.extensions_mut().insert(Upstream { addr: ep.addr, identity: ep.identity.clone() });
+            }
             r
         });
         let res = match (res, upgrade) {
@@ -72,7 +75,8 @@ impl Balance {
     }
 }
 
-/// Which endpoint answered (a response extension, for spans and logs).
+/// Which endpoint answered (a response extension, for exported spans; set only when spans are
+/// exported).
 #[derive(Debug, Clone)]
 pub struct Upstream {
     /// Its address.
