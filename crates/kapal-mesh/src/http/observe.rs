@@ -26,7 +26,7 @@ pub struct Observe<S> {
     shared: Arc<Shared>,
     /// The connection the requests arrive on.
     conn: Arc<ConnInfo>,
-    /// One per connection (a stack is built per connection and cloned per request).
+    /// One per connection (a stack is built per connection).
     handles: Arc<Mutex<Handles>>,
     inner: S,
 }
