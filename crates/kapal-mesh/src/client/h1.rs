@@ -145,8 +145,14 @@ async fn sweep(pool: Weak<Inner>) {
 /// Opens a connection and spawns its driver.
 async fn connect(connector: &Connector) -> Result<Sender, SendError> {
     let io = connector.connect(false).await.map_err(|e| SendError::Connect(Box::new(e)))?;
-    let (tx, conn) =
-        http1::handshake(TokioIo::new(io)).await.map_err(|e| SendError::Connect(Box::new(e) as BoxError))?;
+    // Requests go out as one flat buffer instead of a vectored write of head and body: small
+    // requests, the usual case, cost less that way (measured: a few per cent of throughput);
+    // a large upload pays one more copy of its bytes. Responses to clients stay vectored.
+    let (tx, conn) = http1::Builder::new()
+        .writev(false)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| SendError::Connect(Box::new(e) as BoxError))?;
     tokio::spawn(async move {
         if let Err(error) = conn.with_upgrades().await {
             tracing::debug!(%error, "upstream HTTP/1.1 connection failed");
