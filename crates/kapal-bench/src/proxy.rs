@@ -5,10 +5,11 @@
 //! run as child processes (this binary re-executed with the hidden `--serve` flag, which calls
 //! `kapal_mesh::run`, the same entry point as `kapal proxy`), pinned to CPU 1 with `taskset`
 //! when it exists, so that their RSS is their own and their CPU is one core. For the
-//! throughput rounds the scenario itself (load generator and backend) keeps to CPU 0, so that a
-//! proxy has its core to itself: otherwise the generator's threads share it, and a proxy that leaves the generator
-//! more room (HAProxy, idle a third of the time then) is measured by the generator, not by
-//! what it can do on one core. Each throughput figure comes with the CPU the proxy used.
+//! throughput rounds the scenario itself (load generator and backend) keeps to CPU 0, so that
+//! a proxy has its core to itself: otherwise the generator's threads share it, and a proxy that
+//! leaves the generator more room (HAProxy, idle a third of the time then) is measured by the
+//! generator, not by what it can do on one core. Each throughput figure comes with the CPU the
+//! proxy used.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -50,11 +50,14 @@ impl<S: Inner> Retry<S> {
         Retry { shared, inner }
     }
 
-    async fn attempt(&mut self, req: Req, per_try: Option<std::time::Duration>) -> Result<Res, ProxyError> {
+    /// One attempt: the inner service's future, bounded by the per-try timeout if there is one.
+    fn attempt(&mut self, req: Req, per_try: Option<std::time::Duration>) -> ResFuture {
         let fut = self.inner.call(req);
         match per_try {
-            None => fut.await,
-            Some(limit) => tokio::time::timeout(limit, fut).await.map_err(|_| ProxyError::TryTimeout)?,
+            None => fut,
+            Some(limit) => {
+                Box::pin(async move { tokio::time::timeout(limit, fut).await.map_err(|_| ProxyError::TryTimeout)? })
+            }
         }
     }
 
@@ -69,13 +72,7 @@ impl<S: Inner> Retry<S> {
         }
         // One attempt: nothing to keep for after it but the per-try timeout.
         let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
-        let fut = self.inner.call(req);
-        match per_try {
-            None => fut,
-            Some(limit) => {
-                Box::pin(async move { tokio::time::timeout(limit, fut).await.map_err(|_| ProxyError::TryTimeout)? })
-            }
-        }
+        self.attempt(req, per_try)
     }
 
     async fn run(mut self, req: Req) -> Result<Res, ProxyError> {
