@@ -62,7 +62,11 @@ impl Budget {
 
     /// Counts an original request (every request: no totals needed).
     pub fn deposit(&self) {
-        let now = Instant::now();
+        self.deposit_at(Instant::now());
+    }
+
+    /// [`Budget::deposit`] with the clock already read.
+    pub fn deposit_at(&self, now: Instant) {
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         self.advance(&mut w, now);
         let head = w.head;

@@ -145,7 +145,18 @@ impl EndpointClient {
     /// Sends a request; HTTP/2 when `h2` (the URI must then be absolute), else HTTP/1.1 (the
     /// `Host` header or an absolute URI names the authority).
     pub async fn send(&self, req: http::Request<Body>, h2: bool) -> Result<http::Response<Body>, SendError> {
-        if h2 { self.h2.send(&self.connector, req).await } else { self.h1.send(&self.connector, req).await }
+        self.send_at(req, h2, tokio::time::Instant::now()).await
+    }
+
+    /// [`EndpointClient::send`] for a request that began at `now` (the caller has read the
+    /// clock already).
+    pub async fn send_at(
+        &self,
+        req: http::Request<Body>,
+        h2: bool,
+        now: tokio::time::Instant,
+    ) -> Result<http::Response<Body>, SendError> {
+        if h2 { self.h2.send(&self.connector, req).await } else { self.h1.send(&self.connector, req, now).await }
     }
 
     /// Idle HTTP/1.1 connections in the pool (for tests and debugging).

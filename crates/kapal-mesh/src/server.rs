@@ -1,7 +1,6 @@
 //! Listeners: accept, detect the protocol (bounded), terminate mesh TLS, then serve HTTP through
 //! the tower stack or forward opaque TCP.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use tower::Service;
 
 use crate::balance::p2c;
 use crate::config::{Action, Protocol};
-use crate::http::{self as stack, ConnInfo, Req, Res};
+use crate::http::{self as stack, ConnInfo, Req};
 use crate::io::ServerIo;
 use crate::metrics::{DirectionLabels, ResultLabels};
 use crate::state::{InboundKey, Shared};
@@ -314,7 +313,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
         Kind::Outbound(service) => {
             let info = ConnInfo { remote, client_identity: None, direction };
             if as_http(protocol, inbound, detected) {
-                Box::pin(serve_http(io, Stack::new(stack::outbound(ctx.shared.clone(), service, info)), ctx)).await
+                Box::pin(serve_http(io, Stack::Outbound(stack::outbound(ctx.shared.clone(), service, info)), ctx)).await
             } else {
                 Box::pin(forward_outbound_tcp(io, &service, ctx)).await
             }
@@ -338,7 +337,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
                 Box::pin(forward_inbound_tcp(tls_stream, listen, identity.as_deref(), ctx)).await
             } else {
                 let info = ConnInfo { remote, client_identity: identity.map(Into::into), direction };
-                Box::pin(serve_http(tls_stream, Stack::new(stack::inbound(ctx.shared.clone(), listen, info)), ctx))
+                Box::pin(serve_http(tls_stream, Stack::Inbound(stack::inbound(ctx.shared.clone(), listen, info)), ctx))
                     .await
             }
         }
@@ -350,7 +349,7 @@ async fn handle(stream: TcpStream, remote: SocketAddr, kind: Kind, ctx: &ConnCtx
         Kind::Inbound(listen) => {
             if as_http(protocol, inbound, detected) {
                 let info = ConnInfo { remote, client_identity: None, direction };
-                Box::pin(serve_http(io, Stack::new(stack::inbound(ctx.shared.clone(), listen, info)), ctx)).await
+                Box::pin(serve_http(io, Stack::Inbound(stack::inbound(ctx.shared.clone(), listen, info)), ctx)).await
             } else {
                 Box::pin(forward_inbound_tcp(io, listen, None, ctx)).await
             }
@@ -375,8 +374,23 @@ fn box_error(e: hyper::Error) -> BoxError {
     Box::new(e)
 }
 
-/// A whole request stack, boxed so that connection tasks are not generic over it.
-pub type Stack = tower::util::BoxService<Req, Res, Infallible>;
+/// A whole request stack. An enum rather than a boxed service, so that connection tasks are not
+/// generic over it and its response future is not boxed once more per request.
+pub enum Stack {
+    /// To a service.
+    Outbound(stack::OutboundStack),
+    /// To a local application.
+    Inbound(stack::InboundStack),
+}
+
+impl Stack {
+    fn call(&mut self, req: Req) -> stack::Answered {
+        match self {
+            Stack::Outbound(s) => s.call(req),
+            Stack::Inbound(s) => s.call(req),
+        }
+    }
+}
 
 async fn serve_http<I>(io: I, stack: Stack, ctx: &ConnCtx) -> Result<(), BoxError>
 where

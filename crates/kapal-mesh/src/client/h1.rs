@@ -37,7 +37,9 @@ struct Inner {
 
 #[derive(Default)]
 struct Idle {
-    /// Oldest first; each with when it became idle.
+    /// Most recently returned last; each with when its last request began (an idle
+    /// connection's age is counted from then, which errs towards closing it early: no extra
+    /// clock reading per request).
     conns: VecDeque<(Sender, Instant)>,
     /// Whether a task is closing expired connections.
     sweeping: bool,
@@ -61,19 +63,21 @@ impl Pool {
     /// Sends `req` on an idle connection or a new one. A request that a reused connection
     /// refused before sending anything (the server closed it meanwhile) is sent again, as the
     /// request never left.
+    /// `now` is when the request began.
     pub(super) async fn send(
         &self,
         connector: &Connector,
         mut req: http::Request<Body>,
+        now: Instant,
     ) -> Result<http::Response<Body>, SendError> {
         to_origin_form(&mut req, connector.addr())?;
         loop {
-            let (mut tx, reused) = match self.inner.checkout() {
+            let (mut tx, reused) = match self.inner.checkout(now) {
                 Some(tx) => (tx, true),
                 None => (connect(connector).await?, false),
             };
             match tx.try_send_request(req).await {
-                Ok(res) => return Ok(self.response(res, tx)),
+                Ok(res) => return Ok(self.response(res, tx, now)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
                     _ => return Err(SendError::Io(Box::new(e.into_error()))),
@@ -82,10 +86,10 @@ impl Pool {
         }
     }
 
-    fn response(&self, res: http::Response<Incoming>, tx: Sender) -> http::Response<Body> {
+    fn response(&self, res: http::Response<Incoming>, tx: Sender, used: Instant) -> http::Response<Body> {
         // An upgraded connection belongs to the tunnel now.
         let reusable = res.status() != StatusCode::SWITCHING_PROTOCOLS;
-        let conn = reusable.then(|| Checkin { tx, pool: Arc::downgrade(&self.inner) });
+        let conn = reusable.then(|| Checkin { tx, pool: Arc::downgrade(&self.inner), used });
         res.map(|inner| http_body_util::BodyExt::boxed_unsync(PooledBody { inner, conn, ended: false }))
     }
 }
@@ -96,22 +100,22 @@ impl Inner {
     }
 
     /// The most recently used idle connection that can take a request.
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self, now: Instant) -> Option<Sender> {
         let mut idle = self.lock();
         while let Some((tx, since)) = idle.conns.pop_back() {
-            if tx.is_ready() && since.elapsed() < self.idle_timeout {
+            if tx.is_ready() && now.saturating_duration_since(since) < self.idle_timeout {
                 return Some(tx);
             }
         }
         None
     }
 
-    fn checkin(self: &Arc<Self>, tx: Sender) {
+    fn checkin(self: &Arc<Self>, tx: Sender, used: Instant) {
         let mut idle = self.lock();
         if idle.conns.len() >= self.max_idle {
             return;
         }
-        idle.conns.push_back((tx, Instant::now()));
+        idle.conns.push_back((tx, used));
         if !idle.sweeping
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
@@ -188,6 +192,8 @@ fn to_origin_form(req: &mut http::Request<Body>, fallback: std::net::SocketAddr)
 struct Checkin {
     tx: Sender,
     pool: Weak<Inner>,
+    /// When its last request began.
+    used: Instant,
 }
 
 impl Checkin {
@@ -195,16 +201,16 @@ impl Checkin {
     /// driver has read the whole response before the body's end reached here), else once it
     /// can (it may still be sending the request body).
     fn release(self) {
-        let Checkin { mut tx, pool } = self;
+        let Checkin { mut tx, pool, used } = self;
         let Some(pool) = pool.upgrade() else { return };
         if tx.is_ready() {
-            pool.checkin(tx);
+            pool.checkin(tx, used);
         } else if !tx.is_closed()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             rt.spawn(async move {
                 if tx.ready().await.is_ok() {
-                    pool.checkin(tx);
+                    pool.checkin(tx, used);
                 }
             });
         }

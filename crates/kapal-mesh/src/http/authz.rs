@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use super::{ConnInfo, Inner, ProxyError, Req, ResFuture, layer_service, ready};
+use super::{ConnInfo, Inner, ProxyError, ResFuture, Routed, layer_service, ready};
 use crate::config::{Action, AuthorizationPolicy, AuthorizationRule};
 use crate::state::Shared;
 
@@ -21,11 +21,12 @@ impl<S: Inner> Authorize<S> {
         Authorize { shared, identity: conn.client_identity.clone(), inner }
     }
 
-    fn serve(&mut self, req: Req) -> ResFuture {
+    fn serve(&mut self, routed: Routed) -> ResFuture {
         let identity = self.identity.as_deref();
         let policy = &self.shared.snapshot().config.authorization;
+        let req = &routed.req;
         match authorize(policy, identity, req.uri().path(), req.method().as_str()) {
-            Action::Allow => self.inner.call(req),
+            Action::Allow => self.inner.call(routed),
             Action::Deny => {
                 tracing::info!(client = ?identity, path = %req.uri().path(), "request denied by authorization policy");
                 ready(Err(ProxyError::Forbidden))

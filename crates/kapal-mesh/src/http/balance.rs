@@ -8,7 +8,7 @@ use hyper_util::rt::TokioIo;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::{ProxyError, Req, ResFuture, route_ctx};
+use super::{ProxyError, Req, ResFuture, Routed};
 use crate::balance::{Outcome, Transition, p2c_at};
 use crate::client::SendError;
 use crate::metrics::EndpointLabels;
@@ -26,12 +26,11 @@ impl Balance {
         Balance { shared }
     }
 
-    async fn run(self, mut req: Req) -> Result<super::Res, ProxyError> {
-        let ctx = route_ctx(&req)?;
+    async fn run(self, routed: Routed) -> Result<super::Res, ProxyError> {
+        let Routed { ctx, mut req, start: now } = routed;
         let backend = &ctx.backend;
         let lb = &backend.cfg.load_balancer;
-        // One clock reading serves the choice and the start of the attempt.
-        let now = Instant::now();
+        // The routing time serves as the time of the choice and the start of the attempt.
         let picked = {
             let mut rng = rand::rng();
             p2c_at(&backend.endpoints, lb, now, || rng.random::<f64>()).cloned()
@@ -45,7 +44,7 @@ impl Balance {
         let mut in_flight = InFlight { shared: &self.shared, backend, ep: &ep, start: now, done: false };
         let res = {
             let _pending = ep.stats.start();
-            ep.client.send(req, h2).await
+            ep.client.send_at(req, h2, now).await
         };
         let outcome = match &res {
             Ok(r) if r.status().is_server_error() => Outcome::Failure,
@@ -171,7 +170,7 @@ fn absolute_uri(req: &Req, fallback: std::net::SocketAddr) -> Result<Uri, ProxyE
     Uri::from_parts(parts).map_err(|e| bad(&e))
 }
 
-impl tower::Service<Req> for Balance {
+impl tower::Service<Routed> for Balance {
     type Response = super::Res;
     type Error = ProxyError;
     type Future = ResFuture;
@@ -180,7 +179,7 @@ impl tower::Service<Req> for Balance {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: Req) -> ResFuture {
+    fn call(&mut self, req: Routed) -> ResFuture {
         Box::pin(self.clone().run(req))
     }
 }

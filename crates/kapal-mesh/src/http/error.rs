@@ -7,7 +7,7 @@ use std::task::{Context, Poll};
 
 use http::{HeaderValue, StatusCode};
 
-use super::{Inner, Req, Res, full};
+use super::{Entry, Req, Res, full};
 use crate::BoxError;
 
 /// Why the proxy answered instead of the upstream.
@@ -130,7 +130,7 @@ impl<S> ErrorResponses<S> {
     }
 }
 
-impl<S: Inner> tower::Service<Req> for ErrorResponses<S> {
+impl<S: Entry> tower::Service<Req> for ErrorResponses<S> {
     type Response = Res;
     type Error = Infallible;
     type Future = Answered;

@@ -18,7 +18,7 @@ use rand::Rng;
 use tokio::sync::oneshot;
 use tower::Service;
 
-use super::{Balance, Inner, ProxyError, Req, Res, RouteCtx, full, layer_service, route_ctx};
+use super::{Balance, Inner, ProxyError, Req, Res, RouteCtx, Routed, full, layer_service};
 use crate::config::RequestMirror;
 use crate::metrics::MirrorLabels;
 use crate::state::{ServiceRt, Shared};
@@ -40,11 +40,11 @@ impl<S: Inner> Mirror<S> {
         Mirror { shared, inner }
     }
 
-    async fn run(mut self, mut req: Req) -> Result<Res, ProxyError> {
-        let ctx = route_ctx(&req)?;
+    async fn run(mut self, routed: Routed) -> Result<Res, ProxyError> {
+        let Routed { ctx, mut req, start } = routed;
         // Upgrades (WebSocket, …) are a conversation, not a request: never mirrored.
         if ctx.rule.mirrors.is_empty() || req.headers().contains_key(header::UPGRADE) {
-            return self.inner.call(req).await;
+            return self.inner.call(Routed { ctx, req, start }).await;
         }
         let snapshot = self.shared.snapshot();
         for m in &ctx.rule.mirrors {
@@ -63,14 +63,15 @@ impl<S: Inner> Mirror<S> {
             };
             let (body, copy) = Tee::wrap(std::mem::replace(req.body_mut(), full("")), m.max_body_bytes);
             *req.body_mut() = body;
-            let head = head_of(&req, RouteCtx { backend: target.clone(), ..ctx.clone() });
+            let head = head_of(&req);
+            let copy_ctx = RouteCtx { backend: target.clone(), ..ctx.clone() };
             let shared = self.shared.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                count.inc(send_copy(shared, head, copy).await);
+                count.inc(send_copy(shared, copy_ctx, head, copy).await);
             });
         }
-        self.inner.call(req).await
+        self.inner.call(Routed { ctx, req, start }).await
     }
 }
 
@@ -96,19 +97,24 @@ impl Count {
     }
 }
 
-/// The request without its body, routed to the mirror service.
-fn head_of(req: &Req, ctx: RouteCtx) -> http::Request<()> {
+/// The request without its body.
+fn head_of(req: &Req) -> http::Request<()> {
     let mut head = http::Request::new(());
     *head.method_mut() = req.method().clone();
     *head.uri_mut() = req.uri().clone();
     *head.version_mut() = req.version();
     *head.headers_mut() = req.headers().clone();
-    head.extensions_mut().insert(ctx);
     head
 }
 
-/// Waits for the copied body and sends the copy; the result label.
-async fn send_copy(shared: Arc<Shared>, head: http::Request<()>, copy: oneshot::Receiver<Copied>) -> &'static str {
+/// Waits for the copied body and sends the copy along `ctx` (routed to the mirror service);
+/// the result label.
+async fn send_copy(
+    shared: Arc<Shared>,
+    ctx: RouteCtx,
+    head: http::Request<()>,
+    copy: oneshot::Receiver<Copied>,
+) -> &'static str {
     let send = async move {
         let body = match copy.await {
             Ok(Copied::Whole(body)) => body,
@@ -116,12 +122,12 @@ async fn send_copy(shared: Arc<Shared>, head: http::Request<()>, copy: oneshot::
             Err(_) => return "failed",
         };
         let (parts, ()) = head.into_parts();
-        let backend: Option<Arc<ServiceRt>> = parts.extensions.get::<RouteCtx>().map(|c| c.backend.clone());
+        let backend: Arc<ServiceRt> = ctx.backend.clone();
         let req = http::Request::from_parts(parts, full(body));
-        match Balance::new(shared).call(req).await {
+        match Balance::new(shared).call(Routed::new(ctx, req)).await {
             Ok(_) => "sent",
             Err(error) => {
-                let mirror = backend.map(|b| b.cfg.name.clone()).unwrap_or_default();
+                let mirror = &backend.cfg.name;
                 tracing::debug!(%mirror, %error, "mirrored request failed");
                 "failed"
             }

@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex, Weak};
 use http::{HeaderName, HeaderValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::{ConnInfo, Inner, ProxyError, Req, Res, ResFuture, RouteCtx, Upstream, layer_service, ready, route_ctx};
+use super::{ConnInfo, Inner, ProxyError, Req, Res, ResFuture, RouteCtx, Routed, Upstream, layer_service};
 use crate::metrics::{LatencyLabels, RequestLabels, status_class};
 use crate::otlp::{AttrValue, SpanKind, SpanRecord};
 use crate::route::Rule;
@@ -71,11 +70,8 @@ impl<S: Inner> Observe<S> {
         Observe { shared, conn: Arc::new(conn), handles: Arc::default(), inner }
     }
 
-    fn serve(&mut self, mut req: Req) -> ResFuture {
-        let ctx = match route_ctx(&req) {
-            Ok(ctx) => ctx,
-            Err(e) => return ready(Err(e)),
-        };
+    fn serve(&mut self, routed: Routed) -> ResFuture {
+        let Routed { ctx, mut req, start } = routed;
         let conn = self.conn.clone();
         let direction = conn.direction;
         let trace = TraceContext::continue_from(req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()));
@@ -107,8 +103,7 @@ impl<S: Inner> Observe<S> {
             .as_ref()
             .filter(|_| trace.flags & 1 == 1)
             .map(|spans| (spans.clone(), SpanStart::new(&req)));
-        let start = Instant::now();
-        let fut = self.inner.call(req).instrument(span);
+        let fut = self.inner.call(Routed { ctx: ctx.clone(), req, start }).instrument(span);
         let (shared, handles) = (self.shared.clone(), self.handles.clone());
         Box::pin(async move {
             let res = fut.await;

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Body as _;
 
-use super::{Inner, ProxyError, Req, Res, ResFuture, RouteCtx, full, layer_service, ready, route_ctx};
+use super::{Inner, ProxyError, Res, ResFuture, RouteCtx, Routed, full, layer_service};
 use crate::config::RetryPolicy;
 use crate::metrics::RetryLabels;
 use crate::state::Shared;
@@ -34,14 +34,14 @@ fn retryable(policy: &RetryPolicy, res: &Result<Res, ProxyError>) -> bool {
     }
 }
 
-fn replay(parts: &http::request::Parts, body: &Bytes) -> Req {
+fn replay(ctx: &RouteCtx, parts: &http::request::Parts, body: &Bytes) -> Routed {
     let mut req = http::Request::new(full(body.clone()));
     *req.method_mut() = parts.method.clone();
     *req.uri_mut() = parts.uri.clone();
     *req.version_mut() = parts.version;
     *req.headers_mut() = parts.headers.clone();
     *req.extensions_mut() = parts.extensions.clone();
-    req
+    Routed::new(ctx.clone(), req)
 }
 
 impl<S: Inner> Retry<S> {
@@ -51,7 +51,7 @@ impl<S: Inner> Retry<S> {
     }
 
     /// One attempt: the inner service's future, bounded by the per-try timeout if there is one.
-    fn attempt(&mut self, req: Req, per_try: Option<std::time::Duration>) -> ResFuture {
+    fn attempt(&mut self, req: Routed, per_try: Option<std::time::Duration>) -> ResFuture {
         let fut = self.inner.call(req);
         match per_try {
             None => fut,
@@ -61,12 +61,10 @@ impl<S: Inner> Retry<S> {
         }
     }
 
-    fn serve(&mut self, req: Req) -> ResFuture {
-        let Some(ctx) = req.extensions().get::<RouteCtx>() else {
-            return ready(Err(ProxyError::Internal("request has no route")));
-        };
+    fn serve(&mut self, req: Routed) -> ResFuture {
+        let ctx = &req.ctx;
         // Every request earns the budget its share; only retries spend it.
-        ctx.service.budget.deposit();
+        ctx.service.budget.deposit_at(req.start);
         if ctx.rule.retry.is_some() {
             return Box::pin(self.clone().run(req));
         }
@@ -75,15 +73,15 @@ impl<S: Inner> Retry<S> {
         self.attempt(req, per_try)
     }
 
-    async fn run(mut self, req: Req) -> Result<Res, ProxyError> {
-        let ctx = route_ctx(&req)?;
+    async fn run(mut self, req: Routed) -> Result<Res, ProxyError> {
+        let ctx = req.ctx.clone();
         let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
         let Some(policy) = ctx.rule.retry.as_ref() else { return self.attempt(req, per_try).await };
         // Only bodies of known, small size are buffered for replay; streams go through once.
-        if req.body().size_hint().upper().is_none_or(|n| n > policy.max_body_bytes) {
+        if req.req.body().size_hint().upper().is_none_or(|n| n > policy.max_body_bytes) {
             return self.attempt(req, per_try).await;
         }
-        let (parts, body) = req.into_parts();
+        let (parts, body) = req.req.into_parts();
         // The size hint is exact for Content-Length bodies and hyper enforces it, so this is bounded.
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),
@@ -96,7 +94,7 @@ impl<S: Inner> Retry<S> {
         };
         let mut retries = 0;
         loop {
-            let res = self.attempt(replay(&parts, &body), per_try).await;
+            let res = self.attempt(replay(&ctx, &parts, &body), per_try).await;
             if retries >= policy.attempts || !retryable(policy, &res) {
                 return res;
             }

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use http::{HeaderValue, StatusCode, header};
 use rand::Rng;
 
-use super::{Inner, ProxyError, Req, Res, ResFuture, RouteCtx, full, layer_service, ready};
-use crate::route::{self, RequestView, Rule};
+use super::{Inner, ProxyError, Req, Res, ResFuture, RouteCtx, Routed, full, layer_service, ready};
+use crate::route::{self, RequestView};
 use crate::state::{InboundKey, Shared};
 
 /// Outbound routing for one service, against the current config snapshot.
@@ -25,15 +25,16 @@ impl<S: Inner> Router<S> {
     }
 
     fn serve(&mut self, mut req: Req) -> ResFuture {
-        let rule = match self.route(&mut req) {
-            Ok(Routed::Forward(rule)) => rule,
-            Ok(Routed::Answered(res)) => return ready(Ok(res)),
+        let ctx = match self.route(&mut req) {
+            Ok(Decision::Forward(ctx)) => ctx,
+            Ok(Decision::Answered(res)) => return ready(Ok(res)),
             Err(e) => return ready(Err(e)),
         };
-        let fut = self.inner.call(req);
-        if rule.response_headers.is_empty() {
-            return fut;
+        if ctx.rule.response_headers.is_empty() {
+            return self.inner.call(Routed::new(ctx, req));
         }
+        let rule = ctx.rule.clone();
+        let fut = self.inner.call(Routed::new(ctx, req));
         Box::pin(async move {
             let mut res = fut.await?;
             for m in &rule.response_headers {
@@ -45,7 +46,7 @@ impl<S: Inner> Router<S> {
 
     /// Matches the request to a rule, applies its request filters and picks the backend (a
     /// [`RouteCtx`] extension), or answers it (a redirect).
-    fn route(&self, req: &mut Req) -> Result<Routed, ProxyError> {
+    fn route(&self, req: &mut Req) -> Result<Decision, ProxyError> {
         let snapshot = self.shared.snapshot();
         let service = snapshot
             .services
@@ -63,7 +64,7 @@ impl<S: Inner> Router<S> {
             service.routes.find(&view).cloned().ok_or(ProxyError::NoRoute)?
         };
         if let Some(redirect) = &rule.redirect {
-            return Ok(Routed::Answered(redirect_response(redirect, req)));
+            return Ok(Decision::Answered(redirect_response(redirect, req)));
         }
         for m in &rule.request_headers {
             route::apply_header_modifier(req.headers_mut(), m);
@@ -77,24 +78,19 @@ impl<S: Inner> Router<S> {
         let backend_name = rule.pick_backend(rand::rng().random::<f64>());
         let backend =
             snapshot.services.get(backend_name).ok_or_else(|| ProxyError::UnknownService(backend_name.to_string()))?;
-        req.extensions_mut().insert(RouteCtx {
-            service: service.clone(),
-            rule: rule.clone(),
-            backend: backend.clone(),
-        });
-        Ok(Routed::Forward(rule))
+        Ok(Decision::Forward(RouteCtx { service: service.clone(), rule, backend: backend.clone() }))
     }
 }
 
 /// What routing made of a request.
-enum Routed {
+enum Decision {
     /// Send it on; the response gets this rule's response filters.
-    Forward(Arc<Rule>),
+    Forward(RouteCtx),
     /// The router answers it itself.
     Answered(Res),
 }
 
-layer_service!(Router, serve);
+layer_service!(Router, entry);
 
 fn redirect_response(r: &crate::config::RequestRedirect, req: &Req) -> Res {
     let host = req
@@ -127,18 +123,14 @@ impl<S: Inner> InboundTarget<S> {
         InboundTarget { shared, key, inner }
     }
 
-    fn serve(&mut self, mut req: Req) -> ResFuture {
+    fn serve(&mut self, req: Req) -> ResFuture {
         let Some(local) = self.shared.inbound_target(self.key) else {
             return ready(Err(ProxyError::Internal("inbound target not in config")));
         };
         let local = local.service;
-        req.extensions_mut().insert(RouteCtx {
-            service: local.clone(),
-            rule: local.default_rule.clone(),
-            backend: local,
-        });
-        self.inner.call(req)
+        let ctx = RouteCtx { service: local.clone(), rule: local.default_rule.clone(), backend: local };
+        self.inner.call(Routed::new(ctx, req))
     }
 }
 
-layer_service!(InboundTarget, serve);
+layer_service!(InboundTarget, entry);

@@ -1,6 +1,6 @@
 //! The route's whole-request timeout (`timeouts.request`), covering all retries.
 
-use super::{Inner, ProxyError, Req, Res, layer_service, route_ctx};
+use super::{Inner, ProxyError, Res, Routed, layer_service};
 
 /// Fails with 504 when the route's request timeout fires.
 #[derive(Clone)]
@@ -14,8 +14,8 @@ impl<S: Inner> RequestTimeout<S> {
         RequestTimeout { inner }
     }
 
-    async fn run(mut self, req: Req) -> Result<Res, ProxyError> {
-        let limit = route_ctx(&req)?.rule.timeouts.request.and_then(|d| d.enabled());
+    async fn run(mut self, req: Routed) -> Result<Res, ProxyError> {
+        let limit = req.ctx.rule.timeouts.request.and_then(|d| d.enabled());
         let fut = self.inner.call(req);
         match limit {
             None => fut.await,
