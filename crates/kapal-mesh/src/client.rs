@@ -10,6 +10,8 @@
 mod h1;
 mod h2;
 
+pub(crate) use h1::PooledBody;
+
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod balance;
+mod body;
 pub mod budget;
 pub mod client;
 pub mod config;
@@ -45,8 +46,7 @@ use crate::tls::{MeshTls, TlsFiles};
 
 /// Boxed error for bodies and I/O.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
-/// The body type inside the proxy.
-pub type Body = http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, BoxError>;
+pub use body::Body;
 
 /// Errors starting or reconfiguring the proxy.
 #[derive(Debug, thiserror::Error)]

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -366,14 +365,6 @@ fn as_http(protocol: Protocol, inbound: bool, detected: Option<Detected>) -> boo
     }
 }
 
-fn box_incoming(body: Incoming) -> crate::Body {
-    body.map_err(box_error).boxed_unsync()
-}
-
-fn box_error(e: hyper::Error) -> BoxError {
-    Box::new(e)
-}
-
 /// A whole request stack. An enum rather than a boxed service, so that connection tasks are not
 /// generic over it and its response future is not boxed once more per request.
 pub enum Stack {
@@ -401,7 +392,7 @@ where
     // cloned per request. The lock is never contended: one connection, one caller at a time.
     let stack = std::sync::Mutex::new(stack);
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        stack.lock().unwrap_or_else(|p| p.into_inner()).call(req.map(box_incoming))
+        stack.lock().unwrap_or_else(|p| p.into_inner()).call(req.map(crate::Body::incoming))
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder

@@ -90,7 +90,7 @@ impl Pool {
         // An upgraded connection belongs to the tunnel now.
         let reusable = res.status() != StatusCode::SWITCHING_PROTOCOLS;
         let conn = reusable.then(|| Checkin { tx, pool: Arc::downgrade(&self.inner), used });
-        res.map(|inner| http_body_util::BodyExt::boxed_unsync(PooledBody { inner, conn, ended: false }))
+        res.map(|inner| Body::pooled(PooledBody { inner, conn, ended: false }))
     }
 }
 
@@ -218,7 +218,7 @@ impl Checkin {
 }
 
 /// A response body that gives its connection back to the pool once it has ended.
-struct PooledBody {
+pub struct PooledBody {
     inner: Incoming,
     conn: Option<Checkin>,
     ended: bool,

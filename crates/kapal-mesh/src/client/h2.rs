@@ -41,7 +41,7 @@ impl Shared {
                 None => return Err(io(e.into_error())),
             },
         };
-        Ok(res.map(|b| http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(b, box_err))))
+        Ok(res.map(Body::incoming))
     }
 
     fn current(&self) -> Option<Sender> {
@@ -88,8 +88,4 @@ async fn handshake(connector: &Connector) -> Result<Sender, BoxError> {
 
 fn io(e: hyper::Error) -> SendError {
     SendError::Io(Box::new(e))
-}
-
-fn box_err(e: hyper::Error) -> BoxError {
-    Box::new(e)
 }

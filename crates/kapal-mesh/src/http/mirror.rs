@@ -164,7 +164,7 @@ impl Tee {
         if tee.inner.is_end_stream() {
             tee.finish();
         }
-        (http_body_util::BodyExt::boxed_unsync(tee), rx)
+        (Body::new(tee), rx)
     }
 
     fn finish(&mut self) {
@@ -238,7 +238,7 @@ mod tests {
     fn chunks(parts: &[&'static str]) -> Body {
         let frames: Vec<Result<Frame<Bytes>, BoxError>> =
             parts.iter().map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes())))).collect();
-        http_body_util::StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
+        Body::new(http_body_util::StreamBody::new(futures::stream::iter(frames)))
     }
 
     #[tokio::test]

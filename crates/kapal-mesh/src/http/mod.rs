@@ -32,9 +32,9 @@ pub use retry::Retry;
 pub use router::{InboundTarget, Router};
 pub use timeout::RequestTimeout;
 
+use crate::Body;
 use crate::route::Rule;
 use crate::state::{InboundKey, ServiceRt, Shared};
-use crate::{Body, BoxError};
 
 /// A request inside the proxy.
 pub type Req = http::Request<Body>;
@@ -108,8 +108,7 @@ fn ready(result: Result<Res, ProxyError>) -> ResFuture {
 
 /// A full body from bytes.
 pub fn full(bytes: impl Into<bytes::Bytes>) -> Body {
-    use http_body_util::BodyExt;
-    http_body_util::Full::new(bytes.into()).map_err(|never| -> BoxError { match never {} }).boxed_unsync()
+    Body::new(http_body_util::Full::new(bytes.into()))
 }
 
 /// The outbound request stack.
