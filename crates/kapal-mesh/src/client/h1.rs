@@ -74,7 +74,9 @@ impl Pool {
         loop {
             let (mut tx, reused) = match self.inner.checkout(now) {
                 Some(tx) => (tx, true),
-                None => (connect(connector).await?, false),
+                // Boxed: connecting (TCP, maybe TLS) is a big future, and kept inline it would
+                // make every request's future that big, to allocate and move.
+                None => (Box::pin(connect(connector)).await?, false),
             };
             match tx.try_send_request(req).await {
                 Ok(res) => return Ok(self.response(res, tx, now)),

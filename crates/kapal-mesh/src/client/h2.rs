@@ -32,12 +32,14 @@ impl Shared {
     ) -> Result<http::Response<Body>, SendError> {
         let mut tx = match self.current() {
             Some(tx) => tx,
-            None => self.connect(connector).await?,
+            // Boxed, like the HTTP/1.1 pool's: a cold path that would make every request's
+            // future big.
+            None => Box::pin(self.connect(connector)).await?,
         };
         let res = match tx.try_send_request(req).await {
             Ok(res) => res,
             Err(mut e) => match e.take_message() {
-                Some(unsent) => self.connect(connector).await?.send_request(unsent).await.map_err(io)?,
+                Some(unsent) => Box::pin(self.connect(connector)).await?.send_request(unsent).await.map_err(io)?,
                 None => return Err(io(e.into_error())),
             },
         };
