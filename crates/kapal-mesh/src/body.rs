@@ -1,9 +1,10 @@
 //! The body type inside the proxy.
 //!
 //! Every proxied request carries a client's body to an upstream and an upstream's body back, so
-//! those two kinds are held as they are; anything else (bodies the proxy makes, mirrored copies,
-//! HTTP/2 responses) is boxed. A box per body would be two allocations per request, and a call
-//! through a vtable for every frame.
+//! those kinds are held as they are: bodies hyper received (client requests, HTTP/2 responses)
+//! and pooled HTTP/1.1 responses. Anything else (bodies the proxy makes, mirrored copies) is
+//! boxed. A box per body would be two allocations per request, and a call through a vtable for
+//! every frame.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -20,7 +21,7 @@ use crate::client::PooledBody;
 pub struct Body(Kind);
 
 enum Kind {
-    /// A body as hyper received it (a client's request).
+    /// A body as hyper received it (a client's request, an upstream's HTTP/2 response).
     Incoming(Incoming),
     /// An HTTP/1.1 response that gives its connection back to the pool when it ends.
     Pooled(PooledBody),

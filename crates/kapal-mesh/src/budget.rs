@@ -61,12 +61,7 @@ impl Budget {
     }
 
     /// Counts an original request (every request: no totals needed).
-    pub fn deposit(&self) {
-        self.deposit_at(Instant::now());
-    }
-
-    /// [`Budget::deposit`] with the clock already read.
-    pub fn deposit_at(&self, now: Instant) {
+    pub fn deposit(&self, now: Instant) {
         let mut w = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         self.advance(&mut w, now);
         let head = w.head;
@@ -100,7 +95,7 @@ mod tests {
     async fn retries_are_limited_to_the_ratio() {
         let b = budget(0.2, 0);
         for _ in 0..100 {
-            b.deposit();
+            b.deposit(Instant::now());
         }
         let granted = (0..100).filter(|_| b.try_withdraw()).count();
         assert_eq!(granted, 20);
@@ -117,14 +112,14 @@ mod tests {
     async fn the_window_slides() {
         let b = budget(0.5, 0);
         for _ in 0..10 {
-            b.deposit();
+            b.deposit(Instant::now());
         }
         assert_eq!((0..10).filter(|_| b.try_withdraw()).count(), 5);
         // After the window has passed, old requests and retries no longer count.
         tokio::time::advance(Duration::from_secs(11)).await;
         assert!(!b.try_withdraw());
         for _ in 0..4 {
-            b.deposit();
+            b.deposit(Instant::now());
         }
         assert_eq!((0..10).filter(|_| b.try_withdraw()).count(), 2);
     }

@@ -145,14 +145,10 @@ impl EndpointClient {
     }
 
     /// Sends a request; HTTP/2 when `h2` (the URI must then be absolute), else HTTP/1.1 (the
-    /// `Host` header or an absolute URI names the authority).
-    pub async fn send(&self, req: http::Request<Body>, h2: bool) -> Result<http::Response<Body>, SendError> {
-        self.send_at(req, h2, tokio::time::Instant::now()).await
-    }
-
-    /// [`EndpointClient::send`] for a request that began at `now` (the caller has read the
-    /// clock already).
-    pub async fn send_at(
+    /// `Host` header or an absolute URI names the authority). `now` is when the request began
+    /// (the caller has read the clock already); HTTP/1.1 uses it to tell expired idle
+    /// connections.
+    pub async fn send(
         &self,
         req: http::Request<Body>,
         h2: bool,
@@ -193,7 +189,7 @@ mod tests {
 
     /// A backend (HTTP/1.1 and HTTP/2) counting the connections it accepted. Requests to
     /// `/pair` wait until a second `/pair` request is in flight; `/stream` answers with a body
-    /// that never ends.
+    /// that never ends; `/slow` answers after 1.5 s.
     async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -219,6 +215,9 @@ mod tests {
                                 path => {
                                     if path == "/pair" {
                                         pair.wait().await;
+                                    }
+                                    if path == "/slow" {
+                                        tokio::time::sleep(Duration::from_millis(1500)).await;
                                     }
                                     Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync()
                                 }
@@ -269,7 +268,8 @@ mod tests {
         if h2 {
             *req.version_mut() = http::Version::HTTP_2;
         }
-        let res = client.send(req, h2).await.unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
+        let res =
+            client.send(req, h2, tokio::time::Instant::now()).await.unwrap_or_else(|e| panic!("GET {path}: {e:?}"));
         let body = res.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8_lossy(&body).into_owned()
     }
@@ -299,6 +299,20 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_that_served_a_request_longer_than_the_idle_timeout_is_reused() {
+        let (addr, accepted) = backend().await;
+        let connector = Connector::new(addr, Duration::from_secs(5), None, None, Arc::default()).unwrap();
+        // Idle time counts from when a connection comes back, not from when its request began.
+        let pool = h1::Pool::new(Duration::from_secs(1), 8);
+        for path in ["/slow", "/"] {
+            let req = http::Request::get(format!("http://{addr}{path}")).body(crate::http::full("")).unwrap();
+            let res = pool.send(&connector, req, tokio::time::Instant::now()).await.unwrap();
+            assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
     async fn concurrent_http1_requests_open_separate_connections() {
         let (addr, accepted) = backend().await;
         let client = client(addr);
@@ -316,7 +330,7 @@ mod tests {
         let (addr, accepted) = backend().await;
         let client = client(addr);
         let req = http::Request::get(format!("http://{addr}/stream")).body(crate::http::full("")).unwrap();
-        let mut body = client.send(req, false).await.unwrap().into_body();
+        let mut body = client.send(req, false, tokio::time::Instant::now()).await.unwrap().into_body();
         assert_eq!(body.frame().await.unwrap().unwrap().into_data().unwrap(), "part");
         drop(body);
         assert_eq!(client.idle_h1(), 0);
@@ -340,7 +354,7 @@ mod tests {
         let client = client(addr);
         for h2 in [false, true] {
             let req = http::Request::get(format!("http://{addr}/")).body(crate::http::full("")).unwrap();
-            assert!(matches!(client.send(req, h2).await, Err(SendError::Connect(_))));
+            assert!(matches!(client.send(req, h2, tokio::time::Instant::now()).await, Err(SendError::Connect(_))));
         }
     }
 }

@@ -37,9 +37,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Idle {
-    /// Most recently returned last; each with when its last request began (an idle
-    /// connection's age is counted from then, which errs towards closing it early: no extra
-    /// clock reading per request).
+    /// Most recently returned last; each with when it came back.
     conns: VecDeque<(Sender, Instant)>,
     /// Whether a task is closing expired connections.
     sweeping: bool,
@@ -63,7 +61,9 @@ impl Pool {
     /// Sends `req` on an idle connection or a new one. A request that a reused connection
     /// refused before sending anything (the server closed it meanwhile) is sent again, as the
     /// request never left.
-    /// `now` is when the request began.
+    ///
+    /// `now` is when the request began (the caller has read the clock already); it decides
+    /// which idle connections have expired.
     pub(super) async fn send(
         &self,
         connector: &Connector,
@@ -79,7 +79,7 @@ impl Pool {
                 None => (Box::pin(connect(connector)).await?, false),
             };
             match tx.try_send_request(req).await {
-                Ok(res) => return Ok(self.response(res, tx, now)),
+                Ok(res) => return Ok(self.response(res, tx)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused => req = unsent,
                     _ => return Err(SendError::Io(Box::new(e.into_error()))),
@@ -88,10 +88,10 @@ impl Pool {
         }
     }
 
-    fn response(&self, res: http::Response<Incoming>, tx: Sender, used: Instant) -> http::Response<Body> {
+    fn response(&self, res: http::Response<Incoming>, tx: Sender) -> http::Response<Body> {
         // An upgraded connection belongs to the tunnel now.
         let reusable = res.status() != StatusCode::SWITCHING_PROTOCOLS;
-        let conn = reusable.then(|| Checkin { tx, pool: Arc::downgrade(&self.inner), used });
+        let conn = reusable.then(|| Checkin { tx, pool: Arc::downgrade(&self.inner) });
         res.map(|inner| Body::pooled(PooledBody { inner, conn, ended: false }))
     }
 }
@@ -112,12 +112,14 @@ impl Inner {
         None
     }
 
-    fn checkin(self: &Arc<Self>, tx: Sender, used: Instant) {
+    fn checkin(self: &Arc<Self>, tx: Sender) {
         let mut idle = self.lock();
         if idle.conns.len() >= self.max_idle {
             return;
         }
-        idle.conns.push_back((tx, used));
+        // Stamped now, when it comes back: a connection that served a long request (a watch, a
+        // download) is as fresh as one that served a short one.
+        idle.conns.push_back((tx, Instant::now()));
         if !idle.sweeping
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
@@ -194,8 +196,6 @@ fn to_origin_form(req: &mut http::Request<Body>, fallback: std::net::SocketAddr)
 struct Checkin {
     tx: Sender,
     pool: Weak<Inner>,
-    /// When its last request began.
-    used: Instant,
 }
 
 impl Checkin {
@@ -203,16 +203,16 @@ impl Checkin {
     /// driver has read the whole response before the body's end reached here), else once it
     /// can (it may still be sending the request body).
     fn release(self) {
-        let Checkin { mut tx, pool, used } = self;
+        let Checkin { mut tx, pool } = self;
         let Some(pool) = pool.upgrade() else { return };
         if tx.is_ready() {
-            pool.checkin(tx, used);
+            pool.checkin(tx);
         } else if !tx.is_closed()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             rt.spawn(async move {
                 if tx.ready().await.is_ok() {
-                    pool.checkin(tx, used);
+                    pool.checkin(tx);
                 }
             });
         }
@@ -220,7 +220,7 @@ impl Checkin {
 }
 
 /// A response body that gives its connection back to the pool once it has ended.
-pub struct PooledBody {
+pub(crate) struct PooledBody {
     inner: Incoming,
     conn: Option<Checkin>,
     ended: bool,

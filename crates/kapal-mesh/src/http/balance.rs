@@ -30,7 +30,7 @@ impl Balance {
         let Routed { ctx, mut req, start: now } = routed;
         let backend = &ctx.backend;
         let lb = &backend.cfg.load_balancer;
-        // The routing time serves as the time of the choice and the start of the attempt.
+        // The attempt's start (`Routed::start`) serves as the time of the choice and of the RTT's start.
         let picked = {
             let mut rng = rand::rng();
             p2c_at(&backend.endpoints, lb, now, || rng.random::<f64>()).cloned()
@@ -44,7 +44,7 @@ impl Balance {
         let mut in_flight = InFlight { shared: &self.shared, backend, ep: &ep, start: now, done: false };
         let res = {
             let _pending = ep.stats.start();
-            ep.client.send_at(req, h2, now).await
+            ep.client.send(req, h2, now).await
         };
         let outcome = match &res {
             Ok(r) if r.status().is_server_error() => Outcome::Failure,

@@ -21,7 +21,7 @@ use tower::Service;
 use super::{Balance, Inner, ProxyError, Req, Res, RouteCtx, Routed, full, layer_service};
 use crate::config::RequestMirror;
 use crate::metrics::MirrorLabels;
-use crate::state::{ServiceRt, Shared};
+use crate::state::Shared;
 use crate::{Body, BoxError};
 
 /// How long a mirrored request may take before it is abandoned (and its slot freed).
@@ -122,7 +122,7 @@ async fn send_copy(
             Err(_) => return "failed",
         };
         let (parts, ()) = head.into_parts();
-        let backend: Arc<ServiceRt> = ctx.backend.clone();
+        let backend = ctx.backend.clone();
         let req = http::Request::from_parts(parts, full(body));
         match Balance::new(shared).call(Routed::new(ctx, req)).await {
             Ok(_) => "sent",

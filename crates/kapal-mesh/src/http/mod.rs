@@ -73,8 +73,10 @@ pub struct Routed {
     pub ctx: RouteCtx,
     /// The request.
     pub req: Req,
-    /// When it was routed (a retry: when the attempt began). One clock reading serves the
-    /// layers below: latency, the retry budget, the balancer's choice and its RTT.
+    /// When this attempt began: when the request was routed, or for a retry, a mirrored copy,
+    /// or after an injected delay, when that attempt did. One clock reading serves the layers
+    /// below: latency, the retry budget, the balancer's choice and its RTT, and which idle
+    /// upstream connections have expired.
     pub start: tokio::time::Instant,
 }
 
@@ -139,6 +141,9 @@ pub fn inbound(shared: Arc<Shared>, key: InboundKey, conn: ConnInfo) -> InboundS
 /// `fn serve(&mut self, req) -> ResFuture`, calls the inner service there, and moves into its
 /// future only what it needs after the response: `layer_service!(Name, serve)`. Cloning the
 /// layer per request would clone the whole stack below it, and its future would carry it.
+///
+/// Layers below the router take [`Routed`] requests; the router and the inbound target, which
+/// take plain requests and route them, use `layer_service!(Name, entry)` with a `serve`.
 macro_rules! layer_service {
     ($name:ident, serve) => {
         $crate::http::layer_service!(@impl $name, $crate::http::Routed, |this, req| this.serve(req));

@@ -61,27 +61,27 @@ impl<S: Inner> Retry<S> {
         }
     }
 
-    fn serve(&mut self, req: Routed) -> ResFuture {
-        let ctx = &req.ctx;
+    fn serve(&mut self, routed: Routed) -> ResFuture {
+        let ctx = &routed.ctx;
         // Every request earns the budget its share; only retries spend it.
-        ctx.service.budget.deposit_at(req.start);
+        ctx.service.budget.deposit(routed.start);
         if ctx.rule.retry.is_some() {
-            return Box::pin(self.clone().run(req));
+            return Box::pin(self.clone().run(routed));
         }
         // One attempt: nothing to keep for after it but the per-try timeout.
         let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
-        self.attempt(req, per_try)
+        self.attempt(routed, per_try)
     }
 
-    async fn run(mut self, req: Routed) -> Result<Res, ProxyError> {
-        let ctx = req.ctx.clone();
+    async fn run(mut self, routed: Routed) -> Result<Res, ProxyError> {
+        let ctx = routed.ctx.clone();
         let per_try = ctx.rule.timeouts.backend_request.and_then(|d| d.enabled());
-        let Some(policy) = ctx.rule.retry.as_ref() else { return self.attempt(req, per_try).await };
+        let Some(policy) = ctx.rule.retry.as_ref() else { return self.attempt(routed, per_try).await };
         // Only bodies of known, small size are buffered for replay; streams go through once.
-        if req.req.body().size_hint().upper().is_none_or(|n| n > policy.max_body_bytes) {
-            return self.attempt(req, per_try).await;
+        if routed.req.body().size_hint().upper().is_none_or(|n| n > policy.max_body_bytes) {
+            return self.attempt(routed, per_try).await;
         }
-        let (parts, body) = req.req.into_parts();
+        let (parts, body) = routed.req.into_parts();
         // The size hint is exact for Content-Length bodies and hyper enforces it, so this is bounded.
         let body = match body.collect().await {
             Ok(collected) => collected.to_bytes(),

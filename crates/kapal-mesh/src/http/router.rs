@@ -44,8 +44,8 @@ impl<S: Inner> Router<S> {
         })
     }
 
-    /// Matches the request to a rule, applies its request filters and picks the backend (a
-    /// [`RouteCtx`] extension), or answers it (a redirect).
+    /// Matches the request to a rule, applies its request filters and picks the backend (the
+    /// [`RouteCtx`] the request goes on with), or answers it (a redirect).
     fn route(&self, req: &mut Req) -> Result<Decision, ProxyError> {
         let snapshot = self.shared.snapshot();
         let service = snapshot
