@@ -1,7 +1,8 @@
 //! How an agent reaches the API server with nothing but its URL and the cluster token: fetch the
 //! CA from `/cacerts`, believe it only if its HMAC under the token matches (so a man in the middle
-//! without the token cannot substitute his own), keep it under the data dir, then talk to the API
-//! over TLS verified by that CA, authenticating with the token.
+//! without the token cannot substitute his own), keep it under the data dir with its HMAC (so that
+//! a CA kept from another cluster, or from before the server's CA changed, is fetched again rather
+//! than trusted), then talk to the API over TLS verified by that CA, authenticating with the token.
 
 use std::path::{Path, PathBuf};
 
@@ -30,25 +31,51 @@ pub enum Error {
 }
 
 /// A kube client for the server at `url`, authenticating with `token`. The CA is kept in
-/// `<data_dir>/server-ca.crt` after the first successful fetch.
+/// `<data_dir>/server-ca.crt` (its HMAC in `server-ca.hmac`) after the first successful fetch,
+/// and used again while `token` vouches for it.
 pub async fn connect(url: &str, token: &str, data_dir: &Path) -> Result<Client, Error> {
     if !url.starts_with("https://") {
         return Err(Error::Url(url.to_string()));
     }
-    let ca_path = data_dir.join("server-ca.crt");
-    let ca = match std::fs::read_to_string(&ca_path) {
-        Ok(pem) if !pem.trim().is_empty() => pem,
-        _ => {
-            let pem = fetch_ca(url, token).await?;
-            std::fs::create_dir_all(data_dir).map_err(|source| Error::File { path: data_dir.into(), source })?;
-            std::fs::write(&ca_path, &pem).map_err(|source| Error::File { path: ca_path.clone(), source })?;
+    let ca = match cached_ca(data_dir, token) {
+        Some(pem) => pem,
+        None => {
+            let (pem, tag) = fetch_ca(url, token).await?;
+            keep_ca(data_dir, &pem, &tag)?;
             pem
         }
     };
     client(url, &kubeconfig(url, &ca, Some(token)), false).await
 }
 
-async fn fetch_ca(url: &str, token: &str) -> Result<String, Error> {
+const CA_FILE: &str = "server-ca.crt";
+const CA_HMAC_FILE: &str = "server-ca.hmac";
+
+/// The CA kept under `data_dir`, if `token` vouches for it. A CA kept for another token (the
+/// agent joins another cluster, or the server's CA and token were made anew) is not used: the
+/// agent would fail every request with "invalid peer certificate: UnknownIssuer".
+fn cached_ca(data_dir: &Path, token: &str) -> Option<String> {
+    let pem = std::fs::read_to_string(data_dir.join(CA_FILE)).ok()?;
+    let tag = std::fs::read_to_string(data_dir.join(CA_HMAC_FILE)).ok()?;
+    let usable = !pem.trim().is_empty() && vouched(&pem, token, tag.trim());
+    if !usable {
+        tracing::info!(dir = %data_dir.display(), "the kept server CA is not vouched for by the token; fetching it again");
+    }
+    usable.then_some(pem)
+}
+
+/// Keeps a CA (vouched for) and its HMAC under `data_dir`.
+fn keep_ca(data_dir: &Path, pem: &str, tag: &str) -> Result<(), Error> {
+    std::fs::create_dir_all(data_dir).map_err(|source| Error::File { path: data_dir.into(), source })?;
+    for (name, contents) in [(CA_FILE, pem), (CA_HMAC_FILE, tag)] {
+        let path = data_dir.join(name);
+        std::fs::write(&path, contents).map_err(|source| Error::File { path, source })?;
+    }
+    Ok(())
+}
+
+/// The CA PEM and its HMAC tag (hex), once the tag proves `token` vouches for it.
+async fn fetch_ca(url: &str, token: &str) -> Result<(String, String), Error> {
     // Nothing is trusted yet: the HMAC below is what makes the answer believable.
     let insecure = client(url, &kubeconfig(url, "", None), true).await?;
     let cacerts = format!("{}/cacerts", url.trim_end_matches('/'));
@@ -68,7 +95,7 @@ async fn fetch_ca(url: &str, token: &str) -> Result<String, Error> {
     }
     let pem = String::from_utf8_lossy(&body).into_owned();
     match hmac {
-        Some(tag) if vouched(&pem, token, &tag) => Ok(pem),
+        Some(tag) if vouched(&pem, token, &tag) => Ok((pem, tag)),
         _ => Err(Error::Untrusted(url.to_string())),
     }
 }
@@ -131,5 +158,21 @@ mod tests {
         assert!(!vouched("PEM", "other", &tag));
         assert!(!vouched("EVIL", "secret", &tag));
         assert!(!vouched("PEM", "secret", "zz"));
+    }
+
+    #[test]
+    fn a_kept_ca_is_used_only_while_the_token_vouches_for_it() {
+        let dir = std::env::temp_dir().join(format!("kapal-node-ca-{}", std::process::id()));
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"first-token");
+        let tag: String = ring::hmac::sign(&key, b"PEM").as_ref().iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(cached_ca(&dir, "first-token"), None, "nothing kept yet");
+        keep_ca(&dir, "PEM", &tag).unwrap();
+        assert_eq!(cached_ca(&dir, "first-token").as_deref(), Some("PEM"));
+        // Another cluster, or a server whose CA and token were made anew.
+        assert_eq!(cached_ca(&dir, "second-token"), None);
+        // A CA kept by an older agent, without its HMAC, is fetched again.
+        std::fs::remove_file(dir.join(CA_HMAC_FILE)).unwrap();
+        assert_eq!(cached_ca(&dir, "first-token"), None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
