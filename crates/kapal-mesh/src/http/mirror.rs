@@ -40,19 +40,17 @@ impl<S: Inner> Mirror<S> {
         Mirror { shared, inner }
     }
 
-    async fn run(mut self, routed: Routed) -> Result<Res, ProxyError> {
-        let Routed { ctx, mut req, start } = routed;
-        // Upgrades (WebSocket, …) are a conversation, not a request: never mirrored.
-        if ctx.rule.mirrors.is_empty() || req.headers().contains_key(header::UPGRADE) {
-            return self.inner.call(Routed { ctx, req, start }).await;
-        }
+    /// Only for requests to mirror: the others (no mirrors on the route, or an upgrade) went
+    /// straight to the inner service (`layer_service!` below).
+    async fn run(mut self, mut routed: Routed) -> Result<Res, ProxyError> {
+        let Routed { ctx, req, .. } = &mut routed;
         let snapshot = self.shared.snapshot();
         for m in &ctx.rule.mirrors {
             if rand::rng().random::<f64>() * 100.0 >= f64::from(m.percent) {
                 continue;
             }
             let Some(target) = snapshot.services.get(&m.backend_ref.name) else { continue };
-            let count = Count { shared: self.shared.clone(), labels: labels(&ctx, m) };
+            let count = Count { shared: self.shared.clone(), labels: labels(ctx, m) };
             if req.body().size_hint().lower() > m.max_body_bytes {
                 count.inc("body_too_large");
                 continue;
@@ -63,7 +61,7 @@ impl<S: Inner> Mirror<S> {
             };
             let (body, copy) = Tee::wrap(std::mem::replace(req.body_mut(), full("")), m.max_body_bytes);
             *req.body_mut() = body;
-            let head = head_of(&req);
+            let head = head_of(req);
             let copy_ctx = RouteCtx { backend: target.clone(), ..ctx.clone() };
             let shared = self.shared.clone();
             tokio::spawn(async move {
@@ -71,10 +69,11 @@ impl<S: Inner> Mirror<S> {
                 count.inc(send_copy(shared, copy_ctx, head, copy).await);
             });
         }
-        self.inner.call(Routed { ctx, req, start }).await
+        self.inner.call(routed).await
     }
 }
 
+// Upgrades (WebSocket, …) are a conversation, not a request: never mirrored.
 layer_service!(Mirror, idle: |ctx, req| ctx.rule.mirrors.is_empty() || req.headers().contains_key(header::UPGRADE));
 
 fn labels(ctx: &RouteCtx, m: &RequestMirror) -> MirrorLabels {
