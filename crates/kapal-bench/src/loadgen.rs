@@ -37,11 +37,14 @@ pub struct Run {
     pub achieved_rps: f64,
 }
 
+/// An HTTP/1.1 request as curl, wrk or a browser send it: the path (origin-form) and a `Host`.
 fn request(target: SocketAddr) -> http::Request<Empty<Bytes>> {
-    http::Request::get(format!("http://{target}/"))
-        .header(http::header::HOST, target.to_string())
-        .body(Empty::new())
-        .unwrap_or_default()
+    http::Request::get("/").header(http::header::HOST, target.to_string()).body(Empty::new()).unwrap_or_default()
+}
+
+/// An HTTP/2 request: the URI names scheme and authority (`:scheme`, `:authority`).
+fn h2_request(target: SocketAddr) -> http::Request<Empty<Bytes>> {
+    http::Request::get(format!("http://{target}/")).body(Empty::new()).unwrap_or_default()
 }
 
 /// Schedules `rate × duration` requests on a pacing thread; yields their scheduled instants.
@@ -154,7 +157,7 @@ async fn h2_streams(
     while let Some(at) = ticks.recv().await {
         let (mut sender, done) = (sender.clone(), done_tx.clone());
         tokio::spawn(async move {
-            let ok = match sender.send_request(request(target)).await {
+            let ok = match sender.send_request(h2_request(target)).await {
                 Ok(res) if res.status().is_success() => res.into_body().collect().await.is_ok(),
                 _ => false,
             };

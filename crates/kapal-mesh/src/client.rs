@@ -157,6 +157,16 @@ impl EndpointClient {
         if h2 { self.h2.send(&self.connector, req).await } else { self.h1.send(&self.connector, req, now).await }
     }
 
+    /// [`send`](Self::send) over HTTP/1.1, whose future holds the request only while no pooled
+    /// connection took it.
+    pub fn send_h1(
+        &self,
+        req: http::Request<Body>,
+        now: tokio::time::Instant,
+    ) -> impl Future<Output = Result<http::Response<Body>, SendError>> + Send + '_ {
+        self.h1.send(&self.connector, req, now)
+    }
+
     /// Idle HTTP/1.1 connections in the pool (for tests and debugging).
     pub fn idle_h1(&self) -> usize {
         self.h1.idle()

@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -120,6 +120,9 @@ type EndpointKey = (SocketAddr, Option<String>, Duration);
 /// Everything the listeners share.
 pub struct Shared {
     snapshot: RwLock<Arc<Snapshot>>,
+    /// Counts the snapshots swapped in, so that a connection can tell whether what it derived
+    /// from one is still current without taking the snapshot again.
+    generation: AtomicU64,
     endpoints: Mutex<HashMap<EndpointKey, Arc<Endpoint>>>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
@@ -170,6 +173,7 @@ impl Shared {
         };
         let shared = Shared {
             snapshot: RwLock::new(Arc::new(empty)),
+            generation: AtomicU64::new(0),
             endpoints: Mutex::default(),
             metrics,
             tls,
@@ -180,6 +184,12 @@ impl Shared {
         };
         shared.apply(config)?;
         Ok(shared)
+    }
+
+    /// Which snapshot is current; read it before [`snapshot`](Self::snapshot), so that what is
+    /// derived from the snapshot is never newer than the generation it is kept under.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// The current snapshot.
@@ -230,6 +240,8 @@ impl Shared {
             config.services.iter().flat_map(|s| s.addresses.iter().map(|a| (*a, s.name.clone()))).collect();
         let snapshot = Snapshot { config: Arc::new(config), services, inbound, by_address };
         *self.snapshot.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(snapshot);
+        // After the swap: whoever reads the new generation finds the new snapshot.
+        self.generation.fetch_add(1, Ordering::Release);
         Ok(())
     }
 

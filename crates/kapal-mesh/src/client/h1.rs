@@ -63,27 +63,54 @@ impl Pool {
     /// request never left.
     ///
     /// `now` is when the request began (the caller has read the clock already); it decides
-    /// which idle connections have expired.
-    pub(super) async fn send(
-        &self,
-        connector: &Connector,
+    /// which idle connections have expired. On an idle connection the request is handed to it
+    /// here, before the returned future is first polled: a request is a few hundred bytes, and
+    /// every future it would otherwise wait in would copy it once more.
+    pub(super) fn send<'a>(
+        &'a self,
+        connector: &'a Connector,
         mut req: http::Request<Body>,
         now: Instant,
-    ) -> Result<http::Response<Body>, SendError> {
-        to_origin_form(&mut req, connector.addr())?;
-        loop {
-            let (mut tx, reused) = match self.inner.checkout(now) {
-                Some(tx) => (tx, true),
-                // Boxed: connecting (TCP, maybe TLS) is a big future, and kept inline it would
-                // make every request's future that big, to allocate and move.
-                None => (Box::pin(connect(connector)).await?, false),
-            };
-            match tx.try_send_request(req).await {
-                Ok(res) => return Ok(self.response(res, tx)),
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Io(Box::new(e.into_error()))),
-                },
+    ) -> impl Future<Output = Result<http::Response<Body>, SendError>> + Send + 'a {
+        let first = to_origin_form(&mut req, connector.addr()).map(|()| match self.inner.checkout(now) {
+            Some(mut tx) => {
+                let sent = tx.try_send_request(req);
+                Attempt::Sent(tx, sent)
+            }
+            None => Attempt::Unsent(req),
+        });
+        async move {
+            let mut attempt = first?;
+            loop {
+                let (tx, res) = match attempt {
+                    Attempt::Sent(tx, sent) => (tx, sent.await),
+                    // Boxed: connecting (TCP, maybe TLS) is a big future, and kept inline it would
+                    // make every request's future that big, to allocate and move.
+                    Attempt::Unsent(req) => {
+                        let mut tx = Box::pin(connect(connector)).await?;
+                        let res = tx.try_send_request(req).await;
+                        // A new connection's refusal is final.
+                        return match res {
+                            Ok(res) => Ok(self.response(res, tx)),
+                            Err(e) => Err(SendError::Io(Box::new(e.into_error()))),
+                        };
+                    }
+                };
+                match res {
+                    Ok(res) => return Ok(self.response(res, tx)),
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) => {
+                            attempt = match self.inner.checkout(Instant::now()) {
+                                Some(mut tx) => {
+                                    let sent = tx.try_send_request(unsent);
+                                    Attempt::Sent(tx, sent)
+                                }
+                                None => Attempt::Unsent(unsent),
+                            }
+                        }
+                        None => return Err(SendError::Io(Box::new(e.into_error()))),
+                    },
+                }
             }
         }
     }
@@ -148,6 +175,14 @@ async fn sweep(pool: Weak<Inner>) {
             _ => return,
         }
     }
+}
+
+/// A request handed to a reused connection (with hyper's future of the response), or still to send.
+// hyper's future `F` is as large: it keeps the request for when the connection refuses it.
+#[allow(clippy::large_enum_variant)]
+enum Attempt<F> {
+    Sent(Sender, F),
+    Unsent(http::Request<Body>),
 }
 
 /// Opens a connection and spawns its driver.

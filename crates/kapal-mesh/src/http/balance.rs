@@ -31,20 +31,23 @@ impl Balance {
         let backend = &ctx.backend;
         let lb = &backend.cfg.load_balancer;
         // The attempt's start (`Routed::start`) serves as the time of the choice and of the RTT's start.
-        let picked = {
-            let mut rng = rand::rng();
-            p2c_at(&backend.endpoints, lb, now, || rng.random::<f64>()).cloned()
-        };
-        let ep = picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint;
+        let picked = p2c_at(&backend.endpoints, lb, now, || rand::rng().random::<f64>());
+        let ep = &*picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint;
         // An HTTP/1.1 upgrade (WebSocket, …) is forwarded as HTTP/1.1 and then tunnelled.
         let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let h2 = upgrade.is_none() && backend.upstream_h2().unwrap_or(req.version() == Version::HTTP_2);
-        *req.version_mut() = if h2 { Version::HTTP_2 } else { Version::HTTP_11 };
-        *req.uri_mut() = absolute_uri(&req, ep.addr)?;
-        let mut in_flight = InFlight { shared: &self.shared, backend, ep: &ep, start: now, done: false };
+        // HTTP/2 names the authority in the URI (`:authority`); the HTTP/1.1 pool sends the path
+        // and a `Host`, which is what a client's HTTP/1.1 request mostly has already.
+        if h2 {
+            *req.version_mut() = Version::HTTP_2;
+            *req.uri_mut() = absolute_uri(&req, ep.addr)?;
+        } else {
+            *req.version_mut() = Version::HTTP_11;
+        }
+        let mut in_flight = InFlight { shared: &self.shared, backend, ep, start: now, done: false };
         let res = {
             let _pending = ep.stats.start();
-            ep.client.send(req, h2, now).await
+            if h2 { ep.client.send(req, true, now).await } else { ep.client.send_h1(req, now).await }
         };
         let outcome = match &res {
             Ok(r) if r.status().is_server_error() => Outcome::Failure,
@@ -151,8 +154,8 @@ impl Drop for InFlight<'_> {
     }
 }
 
-/// `http://<original authority><path>`: hyper's client wants absolute URIs; the authority is
-/// kept for `Host`/`:authority`, the connector decides where to connect. Built from the
+/// `http://<original authority><path>`, for HTTP/2 upstreams (`:scheme`, `:authority`, `:path`);
+/// the connector decides where to connect. Built from the
 /// request's own (shared) parts rather than formatted and parsed again: this runs per request.
 fn absolute_uri(req: &Req, fallback: std::net::SocketAddr) -> Result<Uri, ProxyError> {
     let bad = |e: &dyn std::fmt::Display| ProxyError::BadRequest(format!("request target: {e}"));

@@ -72,7 +72,7 @@ impl<S: Inner> Observe<S> {
 
     fn serve(&mut self, routed: Routed) -> ResFuture {
         let Routed { ctx, mut req, start } = routed;
-        let conn = self.conn.clone();
+        let conn = &self.conn;
         let direction = conn.direction;
         let trace = TraceContext::continue_from(req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()));
         if let Ok(v) = HeaderValue::from_bytes(&trace.traceparent()) {
@@ -80,7 +80,7 @@ impl<S: Inner> Observe<S> {
         }
         // A disabled span still evaluates and records its fields when tracing's `log` feature is
         // on (as it is in this build's dependency tree), so it is only made when it is wanted.
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
+        let span = tracing::enabled!(tracing::Level::DEBUG).then(|| {
             tracing::debug_span!(
                 "request",
                 direction,
@@ -92,10 +92,8 @@ impl<S: Inner> Observe<S> {
                 trace_id = %format_args!("{:032x}", trace.trace_id),
                 span_id = %format_args!("{:016x}", trace.span_id),
             )
-        } else {
-            tracing::Span::none()
-        };
-        let log_line = self.shared.access_log.load(Ordering::Relaxed).then(|| AccessLog::start(&req, &conn, &trace));
+        });
+        let log_line = self.shared.access_log.load(Ordering::Relaxed).then(|| AccessLog::start(&req, conn, &trace));
         // Unsampled traces (flag bit 0 clear) are not exported.
         let otlp = self
             .shared
@@ -103,19 +101,24 @@ impl<S: Inner> Observe<S> {
             .as_ref()
             .filter(|_| trace.flags & 1 == 1)
             .map(|spans| (spans.clone(), SpanStart::new(&req)));
-        let fut = self.inner.call(Routed { ctx: ctx.clone(), req, start }).instrument(span);
+        // The connection itself only for the span and the log line; the metrics need its identity.
+        let identity = conn.client_identity.clone();
+        let conn = (otlp.is_some() || log_line.is_some()).then(|| conn.clone());
+        let fut = self.inner.call(Routed { ctx: ctx.clone(), req, start });
         let (shared, handles) = (self.shared.clone(), self.handles.clone());
         Box::pin(async move {
-            let res = fut.await;
+            let res = match span {
+                Some(span) => fut.instrument(span).await,
+                None => fut.await,
+            };
             let elapsed = start.elapsed();
             let status = match &res {
                 Ok(r) => r.status(),
                 Err(e) => e.status(),
             };
-            let identity = conn.client_identity.clone();
             record(&shared, &handles, &ctx, direction, status.as_u16(), identity, elapsed);
-            if let Some((spans, started)) = otlp {
-                spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
+            if let (Some((spans, started)), Some(conn)) = (otlp, &conn) {
+                spans.record(started.finish(&ctx, conn, direction, trace, &res, elapsed));
             }
             if let Some(line) = log_line {
                 line.finish(&ctx, direction, &res, elapsed);

@@ -15,13 +15,17 @@ use crate::state::{InboundKey, Shared};
 pub struct Router<S> {
     shared: Arc<Shared>,
     service: Arc<str>,
+    /// The route every request takes while the config is this generation: kept when routing
+    /// does not depend on the request (no rules to match, no request filters, one backend), as
+    /// for most services. A stack is built per connection, so this is the connection's.
+    fixed: Option<(u64, RouteCtx)>,
     inner: S,
 }
 
 impl<S: Inner> Router<S> {
     /// Routes requests addressed to `service`.
     pub fn new(shared: Arc<Shared>, service: String, inner: S) -> Self {
-        Router { shared, service: service.into(), inner }
+        Router { shared, service: service.into(), fixed: None, inner }
     }
 
     fn serve(&mut self, mut req: Req) -> ResFuture {
@@ -46,7 +50,13 @@ impl<S: Inner> Router<S> {
 
     /// Matches the request to a rule, applies its request filters and picks the backend (the
     /// [`RouteCtx`] the request goes on with), or answers it (a redirect).
-    fn route(&self, req: &mut Req) -> Result<Decision, ProxyError> {
+    fn route(&mut self, req: &mut Req) -> Result<Decision, ProxyError> {
+        let generation = self.shared.generation();
+        if let Some((g, ctx)) = &self.fixed
+            && *g == generation
+        {
+            return Ok(Decision::Forward(ctx.clone()));
+        }
         let snapshot = self.shared.snapshot();
         let service = snapshot
             .services
@@ -75,10 +85,19 @@ impl<S: Inner> Router<S> {
                 .ok_or_else(|| ProxyError::BadRequest(format!("URL rewrite of {uri} is not a valid URI")))?;
             *req.uri_mut() = rewritten;
         }
-        let backend_name = rule.pick_backend(rand::rng().random::<f64>());
+        let backend_name = match rule.backends.as_slice() {
+            [(only, _)] => only,
+            _ => rule.pick_backend(rand::rng().random::<f64>()),
+        };
         let backend =
             snapshot.services.get(backend_name).ok_or_else(|| ProxyError::UnknownService(backend_name.to_string()))?;
-        Ok(Decision::Forward(RouteCtx { service: service.clone(), rule, backend: backend.clone() }))
+        let fixed = service.routes.is_empty()
+            && rule.request_headers.is_empty()
+            && rule.rewrite.is_none()
+            && rule.backends.len() == 1;
+        let ctx = RouteCtx { service: service.clone(), rule, backend: backend.clone() };
+        self.fixed = fixed.then(|| (generation, ctx.clone()));
+        Ok(Decision::Forward(ctx))
     }
 }
 

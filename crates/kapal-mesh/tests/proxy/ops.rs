@@ -100,6 +100,44 @@ async fn config_reload_under_load_fails_no_request_and_bad_configs_are_rejected(
     assert!(metrics.contains(r#"kapal_proxy_config_reloads_total{direction="local",result="error"} 2"#), "{metrics}");
 }
 
+/// A connection's requests follow the config: the route a connection keeps while routing does
+/// not depend on the request is dropped when a new config is applied.
+#[tokio::test]
+async fn a_kept_alive_connection_follows_each_reload() {
+    let (a, b) = (ok_backend("a").await, ok_backend("b").await);
+    let plain = |to: std::net::SocketAddr| {
+        format!("{HEAD}services: [{{name: web, listen: '127.0.0.1:0', endpoints: [{{address: '{to}'}}]}}]\n")
+    };
+    // The rule adds a request header, so its route is decided per request.
+    let filtered = format!(
+        "{HEAD}services: [{{name: web, listen: '127.0.0.1:0', endpoints: [{{address: '{}'}}], routes: [{{backendRefs: \
+         [{{name: other}}], filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: x-via, \
+         value: rule}}]}}}}]}}]}}, {{name: other, endpoints: [{{address: '{}'}}]}}]\n",
+        b.addr, a.addr
+    );
+    let p = kapal_mesh::Proxy::start(ProxyConfig::from_yaml(&plain(a.addr)).unwrap(), options(), None).await.unwrap();
+    let stream = tokio::net::TcpStream::connect(p.outbound_addr("web").await.unwrap()).await.unwrap();
+    let (mut conn, driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(driver);
+    let mut ask = async |expected: &str, echo: Option<&str>| {
+        conn.ready().await.unwrap();
+        let req = http::Request::get("/").header("host", "web").body(http_body_util::Empty::<bytes::Bytes>::new());
+        let res = conn.send_request(req.unwrap()).await.expect("the same connection serves every request");
+        let header = |name: &str| res.headers().get(name).map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(header("x-backend").as_deref(), Some(expected));
+        assert_eq!(header("echo-x-via").as_deref(), echo);
+    };
+    ask("a", None).await;
+    ask("a", None).await;
+    p.reload(ProxyConfig::from_yaml(&plain(b.addr)).unwrap()).await.unwrap();
+    ask("b", None).await;
+    p.reload(ProxyConfig::from_yaml(&filtered).unwrap()).await.unwrap();
+    ask("a", Some("rule")).await;
+    ask("a", Some("rule")).await;
+    p.reload(ProxyConfig::from_yaml(&plain(b.addr)).unwrap()).await.unwrap();
+    ask("b", None).await;
+}
+
 #[tokio::test]
 async fn reload_adds_and_removes_listeners() {
     let b = ok_backend("b").await;
