@@ -391,14 +391,20 @@ where
     // called in place (every layer is always ready and its futures own what they need), not
     // cloned per request. The lock is never contended: one connection, one caller at a time.
     let stack = std::sync::Mutex::new(stack);
+    let heads = Arc::new(HeadGuard::default());
+    let guard = heads.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        stack.lock().unwrap_or_else(|p| p.into_inner()).call(req.map(crate::Body::incoming))
+        let mark = guard.started(req.version());
+        let answered = stack.lock().unwrap_or_else(|p| p.into_inner()).call(req.map(crate::Body::incoming));
+        Marked { answered, mark: Some(mark) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // No header-read timeout of hyper's: it arms a timer per request; the connection's
+    // `HeadGuard` below keeps one.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.opts.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(ctx.opts.max_header_bytes.max(8192))
         .max_headers(ctx.opts.max_headers);
     builder
@@ -414,6 +420,112 @@ where
             conn.as_mut().graceful_shutdown();
             conn.await
         }
+        () = heads.expired(ctx.opts.header_read_timeout) => {
+            tracing::debug!("no request head within the header read timeout; closing the connection");
+            Ok(())
+        }
+    }
+}
+
+/// The header read timeout of an HTTP/1 connection: a client must send a whole request head
+/// within the timeout of the connection having nothing in flight (opened, or the last response
+/// sent), else the connection is closed — slow headers (slowloris) and idle keep-alive alike,
+/// as hyper's own timeout does. hyper's arms a timer per request; this is one timer per
+/// connection, which wakes every half timeout and looks at two counters, so a head is given
+/// between one and one and a half timeouts. HTTP/2 connections, known by their first request,
+/// are left alone.
+#[derive(Default)]
+struct HeadGuard {
+    /// Requests whose head has arrived.
+    heads: std::sync::atomic::AtomicU64,
+    /// Requests not yet answered in full (their response body not yet dropped by hyper).
+    open: std::sync::atomic::AtomicU64,
+    h2: std::sync::atomic::AtomicBool,
+}
+
+impl HeadGuard {
+    fn started(self: &Arc<Self>, version: http::Version) -> InFlight {
+        use std::sync::atomic::Ordering::Relaxed;
+        if version == http::Version::HTTP_2 {
+            self.h2.store(true, Relaxed);
+        }
+        self.heads.fetch_add(1, Relaxed);
+        self.open.fetch_add(1, Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Resolves when the connection has waited for a request head for the timeout.
+    async fn expired(&self, timeout: Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let tick = timeout / 2;
+        // The head count when the connection was first seen waiting, and the ticks since.
+        let mut waiting: Option<(u64, u32)> = Some((0, 0));
+        loop {
+            tokio::time::sleep(tick).await;
+            if self.h2.load(Relaxed) {
+                return std::future::pending().await;
+            }
+            let heads = self.heads.load(Relaxed);
+            waiting = match waiting {
+                _ if self.open.load(Relaxed) > 0 => None,
+                // Waiting at three ticks in a row with no head in between: a whole timeout.
+                Some((seen, ticks)) if seen == heads && ticks + 1 >= 2 => return,
+                Some((seen, ticks)) if seen == heads => Some((seen, ticks + 1)),
+                _ => Some((heads, 0)),
+            };
+        }
+    }
+}
+
+/// A request in flight on a guarded connection; ends when its response body is dropped.
+struct InFlight(Arc<HeadGuard>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// The stack's answer, whose body keeps the request marked in flight until hyper drops it.
+struct Marked {
+    answered: stack::Answered,
+    mark: Option<InFlight>,
+}
+
+impl std::future::Future for Marked {
+    type Output = Result<http::Response<MarkedBody>, std::convert::Infallible>;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+        let this = &mut *self;
+        let res = std::task::ready!(std::pin::Pin::new(&mut this.answered).poll(cx));
+        let mark = this.mark.take();
+        std::task::Poll::Ready(res.map(|r| r.map(|body| MarkedBody { body, _mark: mark })))
+    }
+}
+
+/// A response body with its request's in-flight mark.
+struct MarkedBody {
+    body: crate::Body,
+    _mark: Option<InFlight>,
+}
+
+impl hyper::body::Body for MarkedBody {
+    type Data = bytes::Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
     }
 }
 

@@ -209,6 +209,77 @@ async fn oversized_and_slow_headers_are_refused() {
     assert_eq!(b.hits(), 0);
 }
 
+/// The header read timeout bounds the wait for a request head, not an answer: a slow response
+/// and a body streamed with pauses longer than the timeout go through on a kept-alive HTTP/1.1
+/// connection, which is closed once it has then waited for a head for the timeout. HTTP/2
+/// connections are not closed for it.
+#[tokio::test]
+async fn the_header_read_timeout_spares_slow_answers_and_http2() {
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, Empty, StreamBody};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let backend = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
+                if req.uri().path() == "/slow" {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                // Three chunks, 300 ms apart.
+                let chunks = futures::stream::iter(0..3).then(|i| async move {
+                    if i > 0 {
+                        tokio::time::sleep(Duration::from_millis(300)).await;
+                    }
+                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(format!("{i}"))))
+                });
+                Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(chunks)))
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
+                    .serve_connection(io, svc)
+                    .await;
+            });
+        }
+    });
+    let yaml = format!(
+        "{HEAD}services: [{{name: web, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{backend}'}}]}}]\n"
+    );
+    let opts = kapal_mesh::ProxyOptions { header_read_timeout: Duration::from_millis(200), ..options() };
+    let p = kapal_mesh::Proxy::start(ProxyConfig::from_yaml(&yaml).unwrap(), opts, None).await.unwrap();
+    let addr = p.outbound_addr("web").await.unwrap();
+    let request =
+        |path: &str| http::Request::get(path).header("host", "web").body(Empty::<bytes::Bytes>::new()).unwrap();
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h1, driver) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let driver = tokio::spawn(driver);
+    for path in ["/slow", "/stream"] {
+        h1.ready().await.unwrap();
+        let res = h1.send_request(request(path)).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "012", "{path}");
+    }
+    // Now idle: closed after the timeout (at most one and a half).
+    let started = Instant::now();
+    tokio::time::timeout(Duration::from_secs(2), driver).await.expect("idle connection closed").unwrap().unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(190), "closed after {:?}", started.elapsed());
+
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut h2, driver) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(driver);
+    for _ in 0..2 {
+        let req = http::Request::get(format!("http://{addr}/")).body(Empty::<bytes::Bytes>::new()).unwrap();
+        let res = h2.send_request(req).await.expect("the HTTP/2 connection is still open");
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "012");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 #[tokio::test]
 async fn shutdown_drains_in_flight_requests() {
     let slow =
