@@ -65,54 +65,25 @@ impl Pool {
     /// `now` is when the request began (the caller has read the clock already); it decides
     /// which idle connections have expired. On an idle connection the request is handed to it
     /// here, before the returned future is first polled: a request is a few hundred bytes, and
-    /// every future it would otherwise wait in would copy it once more.
+    /// every future it would otherwise wait in would copy it once more. The future is written
+    /// out by hand for the same reason: as an `async` block it was three times as large.
     pub(super) fn send<'a>(
         &'a self,
         connector: &'a Connector,
         mut req: http::Request<Body>,
         now: Instant,
     ) -> impl Future<Output = Result<http::Response<Body>, SendError>> + Send + 'a {
-        let first = to_origin_form(&mut req, connector.addr()).map(|()| match self.inner.checkout(now) {
-            Some(mut tx) => {
-                let sent = tx.try_send_request(req);
-                Attempt::Sent(tx, sent)
-            }
-            None => Attempt::Unsent(req),
-        });
-        async move {
-            let mut attempt = first?;
-            loop {
-                let (tx, res) = match attempt {
-                    Attempt::Sent(tx, sent) => (tx, sent.await),
-                    // Boxed: connecting (TCP, maybe TLS) is a big future, and kept inline it would
-                    // make every request's future that big, to allocate and move.
-                    Attempt::Unsent(req) => {
-                        let mut tx = Box::pin(connect(connector)).await?;
-                        let res = tx.try_send_request(req).await;
-                        // A new connection's refusal is final.
-                        return match res {
-                            Ok(res) => Ok(self.response(res, tx)),
-                            Err(e) => Err(SendError::Io(Box::new(e.into_error()))),
-                        };
-                    }
-                };
-                match res {
-                    Ok(res) => return Ok(self.response(res, tx)),
-                    Err(mut e) => match e.take_message() {
-                        Some(unsent) => {
-                            attempt = match self.inner.checkout(Instant::now()) {
-                                Some(mut tx) => {
-                                    let sent = tx.try_send_request(unsent);
-                                    Attempt::Sent(tx, sent)
-                                }
-                                None => Attempt::Unsent(unsent),
-                            }
-                        }
-                        None => return Err(SendError::Io(Box::new(e.into_error()))),
-                    },
-                }
-            }
-        }
+        // hyper's future of a response has no name; a function pointer to its maker lets the
+        // future below make another one after a reconnect.
+        let dispatch: Dispatch<_> = Sender::try_send_request;
+        let state = match to_origin_form(&mut req, connector.addr()) {
+            Err(error) => State::Failed { error: Some(error) },
+            Ok(()) => match self.inner.checkout(now) {
+                Some(mut tx) => State::Sent { fut: dispatch(&mut tx, req), tx: Some(tx), reused: true },
+                None => State::Connecting { conn: Box::pin(connect(connector)), req: Some(req) },
+            },
+        };
+        Sending { pool: self, connector, dispatch, state }
     }
 
     fn response(&self, res: http::Response<Incoming>, tx: Sender) -> http::Response<Body> {
@@ -178,11 +149,76 @@ async fn sweep(pool: Weak<Inner>) {
 }
 
 /// A request handed to a reused connection (with hyper's future of the response), or still to send.
-// hyper's future `F` is as large: it keeps the request for when the connection refuses it.
-#[allow(clippy::large_enum_variant)]
-enum Attempt<F> {
-    Sent(Sender, F),
-    Unsent(http::Request<Body>),
+type Dispatch<F> = fn(&mut Sender, http::Request<Body>) -> F;
+/// Connecting upstream, boxed: it is a big future (TCP, maybe TLS), and kept inline it would make
+/// every request's future that big, to allocate and move.
+type Connect<'a> = Pin<Box<dyn Future<Output = Result<Sender, SendError>> + Send + 'a>>;
+
+pin_project_lite::pin_project! {
+    /// The response to a request [`Pool::send`] sent.
+    struct Sending<'a, F> {
+        pool: &'a Pool,
+        connector: &'a Connector,
+        dispatch: Dispatch<F>,
+        #[pin]
+        state: State<'a, F>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = StateProj]
+    enum State<'a, F> {
+        /// Handed to a connection; `reused` when the pool gave it (its refusal is retried).
+        Sent { #[pin] fut: F, tx: Option<Sender>, reused: bool },
+        /// Waiting for a new connection.
+        Connecting { conn: Connect<'a>, req: Option<http::Request<Body>> },
+        /// Refused before it was sent.
+        Failed { error: Option<SendError> },
+    }
+}
+
+type Answer = Result<http::Response<Incoming>, hyper::client::conn::TrySendError<http::Request<Body>>>;
+
+impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
+    type Output = Result<http::Response<Body>, SendError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        loop {
+            let next = match this.state.as_mut().project() {
+                StateProj::Sent { fut, tx, reused } => {
+                    let answer = ready!(fut.poll(cx));
+                    let Some(tx) = tx.take() else { return Poll::Ready(Err(polled_again())) };
+                    match answer {
+                        Ok(res) => return Poll::Ready(Ok(this.pool.response(res, tx))),
+                        Err(mut e) => match e.take_message() {
+                            Some(unsent) if *reused => match this.pool.inner.checkout(Instant::now()) {
+                                Some(mut tx) => {
+                                    State::Sent { fut: (this.dispatch)(&mut tx, unsent), tx: Some(tx), reused: true }
+                                }
+                                None => {
+                                    State::Connecting { conn: Box::pin(connect(this.connector)), req: Some(unsent) }
+                                }
+                            },
+                            // A new connection's refusal is final.
+                            _ => return Poll::Ready(Err(SendError::Io(Box::new(e.into_error())))),
+                        },
+                    }
+                }
+                StateProj::Connecting { conn, req } => {
+                    let mut tx = ready!(conn.as_mut().poll(cx))?;
+                    let Some(req) = req.take() else { return Poll::Ready(Err(polled_again())) };
+                    State::Sent { fut: (this.dispatch)(&mut tx, req), tx: Some(tx), reused: false }
+                }
+                StateProj::Failed { error } => return Poll::Ready(Err(error.take().unwrap_or_else(polled_again))),
+            };
+            this.state.set(next);
+        }
+    }
+}
+
+fn polled_again() -> SendError {
+    SendError::Io("the send future was polled after it completed".into())
 }
 
 /// Opens a connection and spawns its driver.
