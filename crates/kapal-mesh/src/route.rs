@@ -176,6 +176,11 @@ impl RouteTable {
         Ok(RouteTable { rules: rules.collect::<Result<_, _>>()? })
     }
 
+    /// Whether any rule retries.
+    pub fn retries(&self) -> bool {
+        self.rules.iter().any(|r| r.retry.is_some())
+    }
+
     /// True when the service has no routes (all traffic goes to its own endpoints).
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()

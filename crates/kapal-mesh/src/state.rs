@@ -60,6 +60,8 @@ pub struct ServiceRt {
     pub endpoints: Vec<Weighted>,
     /// Retry budget shared by all routes of this service.
     pub budget: Arc<Budget>,
+    /// Whether any of its rules retries (else the budget is left alone: nothing spends it).
+    pub retries: bool,
 }
 
 /// The compiled form of one config.
@@ -281,6 +283,7 @@ impl Shared {
         }
         Ok(ServiceRt {
             budget: Arc::new(Budget::new(&cfg.retry_budget)),
+            retries: routes.retries() || default_rule.retry.is_some(),
             routes,
             default_rule: Arc::new(default_rule),
             endpoints,

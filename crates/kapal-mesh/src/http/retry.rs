@@ -64,7 +64,9 @@ impl<S: Inner> Retry<S> {
     fn serve(&mut self, routed: Routed) -> ResFuture {
         let ctx = &routed.ctx;
         // Every request earns the budget its share; only retries spend it.
-        ctx.service.budget.deposit(routed.start);
+        if ctx.service.retries {
+            ctx.service.budget.deposit(routed.start);
+        }
         if ctx.rule.retry.is_some() {
             return Box::pin(self.clone().run(routed));
         }
