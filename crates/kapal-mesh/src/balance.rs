@@ -189,34 +189,35 @@ pub fn p2c_at<'a, C: Candidate>(
     if let [only] = endpoints {
         return (only.weight() > 0 && only.stats().available(now)).then_some(only);
     }
-    // Two passes over the usable endpoints rather than a list of them: no allocation per choice.
-    let ready = || endpoints.iter().filter(|e| e.weight() > 0 && e.stats().available(now));
-    let (count, total) = ready().fold((0usize, 0u64), |(n, t), e| (n + 1, t + u64::from(e.weight())));
-    if count <= 1 {
-        return ready().next();
-    }
-    // A weighted draw among the usable endpoints, leaving out the one at `skip` (index, weight).
-    let mut pick = |skip: Option<(usize, u64)>| {
-        // Saturating: an endpoint may come back from ejection between the passes.
-        let mut target = (rand01() * total.saturating_sub(skip.map_or(0, |(_, w)| w)) as f64) as u64;
-        let mut last = None;
-        for (i, e) in ready().enumerate() {
-            if skip.is_some_and(|(s, _)| s == i) {
-                continue;
-            }
-            last = Some((i, e));
-            let weight = u64::from(e.weight());
-            if target < weight {
-                break;
-            }
-            target -= weight;
+    let ready: Vec<&C> = endpoints.iter().filter(|e| e.weight() > 0 && e.stats().available(now)).collect();
+    match ready.len() {
+        0 => None,
+        1 => Some(ready[0]),
+        _ => {
+            let total: u64 = ready.iter().map(|e| u64::from(e.weight())).sum();
+            let mut pick = |skip: Option<usize>| {
+                let total = total - skip.map_or(0, |i| u64::from(ready[i].weight()));
+                let mut target = (rand01() * total as f64) as u64;
+                let mut last = 0;
+                for (i, e) in ready.iter().enumerate() {
+                    if Some(i) == skip {
+                        continue;
+                    }
+                    last = i;
+                    if target < u64::from(e.weight()) {
+                        return i;
+                    }
+                    target -= u64::from(e.weight());
+                }
+                last
+            };
+            let a = pick(None);
+            let b = pick(Some(a));
+            let (ca, cb) =
+                (ready[a].stats().cost(lb, ready[a].weight(), now), ready[b].stats().cost(lb, ready[b].weight(), now));
+            Some(if cb < ca { ready[b] } else { ready[a] })
         }
-        last
-    };
-    let (i, a) = pick(None)?;
-    let Some((_, b)) = pick(Some((i, u64::from(a.weight())))) else { return Some(a) };
-    let (ca, cb) = (a.stats().cost(lb, a.weight(), now), b.stats().cost(lb, b.weight(), now));
-    Some(if cb < ca { b } else { a })
+    }
 }
 
 #[cfg(test)]

@@ -94,7 +94,9 @@ pub struct ProxyOptions {
     pub admin: Option<SocketAddr>,
     /// How long to wait for a client's first bytes before treating the connection as opaque TCP.
     pub detect_timeout: Duration,
-    /// HTTP/1 header read timeout (slowloris).
+    /// HTTP/1 header read timeout (slowloris, idle keep-alive): how long a connection with
+    /// nothing in flight may take to send a whole request head; it is closed after one to one
+    /// and a half of it. HTTP/2 connections are not held to it.
     pub header_read_timeout: Duration,
     /// Maximum size of request headers in bytes.
     pub max_header_bytes: usize,

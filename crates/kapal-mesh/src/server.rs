@@ -2,13 +2,13 @@
 //! the tower stack or forward opaque TCP.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use bytes::BytesMut;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
@@ -393,16 +393,24 @@ where
     // called in place (every layer is always ready and its futures own what they need), not
     // cloned per request. The lock is never contended: one connection, one caller at a time.
     let stack = std::sync::Mutex::new(stack);
-    let heads = Arc::new(HeadGuard::default());
-    let guard = heads.clone();
+    let guard = Arc::new(HeadGuard::default());
+    let marks = guard.clone();
     let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-        let mark = guard.started(req.version());
-        let answered = stack.lock().unwrap_or_else(|p| p.into_inner()).call(req.map(crate::Body::incoming));
-        Marked { answered, mark: Some(mark) }
+        let response = marks.open();
+        // A request body still arriving keeps the connection busy too (hyper reads the next
+        // head only after it).
+        let req = if req.body().is_end_stream() || marks.is_h2() {
+            req.map(crate::Body::incoming)
+        } else {
+            let open = marks.open();
+            req.map(|body| crate::Body::new(MarkedBody { body, _open: open }))
+        };
+        let answered = stack.lock().unwrap_or_else(|p| p.into_inner()).call(req);
+        Marked { answered, open: Some(response) }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // No header-read timeout of hyper's: it arms a timer per request; the connection's
-    // `HeadGuard` below keeps one.
+    // `HeadGuard` keeps one.
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -413,11 +421,12 @@ where
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(ctx.opts.max_header_bytes).unwrap_or(u32::MAX));
+    let io = Sniffed { io, guard: guard.clone(), matched: 0 };
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     tokio::pin!(conn);
     let mut drain = ctx.drain.clone();
     let drained = drain.changed();
-    let expired = heads.expired(ctx.opts.header_read_timeout);
+    let expired = guard.expired(ctx.opts.header_read_timeout);
     tokio::pin!(drained, expired);
     let side = Side::new();
     let end = std::future::poll_fn(|cx| {
@@ -432,13 +441,23 @@ where
         })
     })
     .await;
+    let end = match end {
+        End::Drain => {
+            // In-flight requests finish; a head still arriving is held to the timeout as before.
+            conn.as_mut().graceful_shutdown();
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(End::Served(res));
+                }
+                expired.as_mut().poll(cx).map(|()| End::Expired)
+            })
+            .await
+        }
+        end => end,
+    };
     match end {
         End::Served(res) => res,
-        End::Drain => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-        End::Expired => {
+        End::Drain | End::Expired => {
             tracing::debug!("no request head within the header read timeout; closing the connection");
             Ok(())
         }
@@ -492,8 +511,10 @@ impl Side {
     fn poll<T>(&self, cx: &mut Context<'_>, poll: impl FnOnce(&mut Context<'_>) -> Poll<T>) -> Poll<T> {
         let task = self.flag.task.get_or_init(|| cx.waker().clone());
         // A task's waker stays the same while the task lives; were this future ever polled from
-        // elsewhere, it polls the side futures each time, as a plain `select!` would.
+        // elsewhere, the side futures are polled each time with that waker, as a plain
+        // `select!` would, and again with this one once back on the task.
         if !task.will_wake(cx.waker()) {
+            self.flag.woken.store(true, Ordering::Release);
             return poll(cx);
         }
         if !self.flag.woken.swap(false, Ordering::AcqRel) {
@@ -504,96 +525,170 @@ impl Side {
 }
 
 /// The header read timeout of an HTTP/1 connection: a client must send a whole request head
-/// within the timeout of the connection having nothing in flight (opened, or the last response
-/// sent), else the connection is closed — slow headers (slowloris) and idle keep-alive alike,
-/// as hyper's own timeout does. hyper's arms a timer per request; this is one timer per
-/// connection, which wakes every half timeout and looks at two counters, so a head is given
-/// between one and one and a half timeouts. HTTP/2 connections, known by their first request,
-/// are left alone.
+/// within the timeout of the connection having nothing in flight (opened, or the last request
+/// and response done), else the connection is closed — slow headers (slowloris) and idle
+/// keep-alive alike, as hyper's own timeout does. hyper's arms a timer per request; this is one
+/// timer per connection, which wakes every half timeout and looks at two counters, so a head
+/// is given between one and one and a half timeouts. HTTP/2 connections, known by their
+/// preface, are left alone.
 #[derive(Default)]
 struct HeadGuard {
     /// Requests whose head has arrived.
-    heads: std::sync::atomic::AtomicU64,
-    /// Requests not yet answered in full (their response body not yet dropped by hyper).
-    open: std::sync::atomic::AtomicU64,
-    h2: std::sync::atomic::AtomicBool,
+    heads: AtomicU64,
+    /// Request bodies still arriving and responses not yet sent in full.
+    open: AtomicU64,
+    h2: AtomicBool,
 }
 
 impl HeadGuard {
-    fn started(self: &Arc<Self>, version: http::Version) -> InFlight {
-        use std::sync::atomic::Ordering::Relaxed;
-        if version == http::Version::HTTP_2 {
-            self.h2.store(true, Relaxed);
-        }
-        self.heads.fetch_add(1, Relaxed);
-        self.open.fetch_add(1, Relaxed);
-        InFlight(self.clone())
+    /// A request's head arrived: one more thing in flight, until the mark is dropped.
+    fn open(self: &Arc<Self>) -> Open {
+        self.heads.fetch_add(1, Ordering::Relaxed);
+        self.open.fetch_add(1, Ordering::Relaxed);
+        Open(self.clone())
+    }
+
+    fn is_h2(&self) -> bool {
+        self.h2.load(Ordering::Relaxed)
     }
 
     /// Resolves when the connection has waited for a request head for the timeout.
     async fn expired(&self, timeout: Duration) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let tick = timeout / 2;
-        // The head count when the connection was first seen waiting, and the ticks since.
-        let mut waiting: Option<(u64, u32)> = Some((0, 0));
+        // The head count when the connection was first seen waiting, and since when.
+        let mut waiting = Some((0, tokio::time::Instant::now()));
         loop {
-            tokio::time::sleep(tick).await;
-            if self.h2.load(Relaxed) {
+            tokio::time::sleep(timeout / 2).await;
+            if self.is_h2() {
                 return std::future::pending().await;
             }
-            let heads = self.heads.load(Relaxed);
+            let heads = self.heads.load(Ordering::Relaxed);
             waiting = match waiting {
-                _ if self.open.load(Relaxed) > 0 => None,
-                // Waiting at three ticks in a row with no head in between: a whole timeout.
-                Some((seen, ticks)) if seen == heads && ticks + 1 >= 2 => return,
-                Some((seen, ticks)) if seen == heads => Some((seen, ticks + 1)),
-                _ => Some((heads, 0)),
+                _ if self.open.load(Ordering::Relaxed) > 0 => None,
+                // Seen waiting at every tick since, with no head in between.
+                Some((seen, since)) if seen == heads && since.elapsed() >= timeout => return,
+                Some((seen, since)) if seen == heads => Some((seen, since)),
+                _ => Some((heads, tokio::time::Instant::now())),
             };
         }
     }
 }
 
-/// A request in flight on a guarded connection; ends when its response body is dropped.
-struct InFlight(Arc<HeadGuard>);
+/// Something in flight on a guarded connection (a request body, a response); over when dropped.
+struct Open(Arc<HeadGuard>);
 
-impl Drop for InFlight {
+impl Drop for Open {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
-/// The stack's answer, whose body keeps the request marked in flight until hyper drops it.
+/// The connection's bytes as hyper reads them, telling the guard whether they begin with the
+/// HTTP/2 preface.
+struct Sniffed<I> {
+    io: I,
+    guard: Arc<HeadGuard>,
+    /// Bytes of the preface's start matched so far; `DECIDED` once known.
+    matched: usize,
+}
+
+/// How much of the preface tells it from an HTTP/1 request line: no method starts with "PRI".
+const PREFACE_START: &[u8] = b"PRI";
+const DECIDED: usize = usize::MAX;
+
+impl<I: AsyncRead + Unpin> AsyncRead for Sniffed<I> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        std::task::ready!(std::pin::Pin::new(&mut this.io).poll_read(cx, buf))?;
+        if this.matched != DECIDED {
+            for &byte in &buf.filled()[before..] {
+                if byte != PREFACE_START[this.matched] {
+                    this.matched = DECIDED;
+                    break;
+                }
+                this.matched += 1;
+                if this.matched == PREFACE_START.len() {
+                    this.guard.h2.store(true, Ordering::Relaxed);
+                    this.matched = DECIDED;
+                    break;
+                }
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Sniffed<I> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The stack's answer, whose body keeps the response in flight until hyper drops it.
 struct Marked {
     answered: stack::Answered,
-    mark: Option<InFlight>,
+    open: Option<Open>,
 }
 
 impl std::future::Future for Marked {
-    type Output = Result<http::Response<MarkedBody>, std::convert::Infallible>;
+    type Output = Result<http::Response<MarkedBody<crate::Body>>, std::convert::Infallible>;
 
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<Self::Output> {
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         let res = std::task::ready!(std::pin::Pin::new(&mut this.answered).poll(cx));
-        let mark = this.mark.take();
-        std::task::Poll::Ready(res.map(|r| r.map(|body| MarkedBody { body, _mark: mark })))
+        let open = this.open.take();
+        Poll::Ready(res.map(|r| r.map(|body| MarkedBody { body, _open: open })))
     }
 }
 
-/// A response body with its request's in-flight mark.
-struct MarkedBody {
-    body: crate::Body,
-    _mark: Option<InFlight>,
+/// A body with the in-flight mark that ends with it.
+struct MarkedBody<B, O = Option<Open>> {
+    body: B,
+    _open: O,
 }
 
-impl hyper::body::Body for MarkedBody {
+impl<B, O> hyper::body::Body for MarkedBody<B, O>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+    O: Unpin,
+{
     type Data = bytes::Bytes;
     type Error = BoxError;
 
     fn poll_frame(
         mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<bytes::Bytes>, BoxError>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx).map_err(Into::into)
     }
 
     fn is_end_stream(&self) -> bool {

@@ -188,11 +188,14 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
             let next = match this.state.as_mut().project() {
                 StateProj::Sent { fut, tx, reused } => {
                     let answer = ready!(fut.poll(cx));
-                    let Some(tx) = tx.take() else { return Poll::Ready(Err(polled_again())) };
+                    let (tx, reused) = (tx.take(), *reused);
+                    // hyper's future must not be polled again.
+                    this.state.set(State::Failed { error: None });
+                    let Some(tx) = tx else { return Poll::Ready(Err(polled_again())) };
                     match answer {
                         Ok(res) => return Poll::Ready(Ok(this.pool.response(res, tx))),
                         Err(mut e) => match e.take_message() {
-                            Some(unsent) if *reused => match this.pool.inner.checkout(Instant::now()) {
+                            Some(unsent) if reused => match this.pool.inner.checkout(Instant::now()) {
                                 Some(mut tx) => {
                                     State::Sent { fut: (this.dispatch)(&mut tx, unsent), tx: Some(tx), reused: true }
                                 }
@@ -206,8 +209,11 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                     }
                 }
                 StateProj::Connecting { conn, req } => {
-                    let mut tx = ready!(conn.as_mut().poll(cx))?;
-                    let Some(req) = req.take() else { return Poll::Ready(Err(polled_again())) };
+                    let connected = ready!(conn.as_mut().poll(cx));
+                    let req = req.take();
+                    this.state.set(State::Failed { error: None });
+                    let mut tx = connected?;
+                    let Some(req) = req else { return Poll::Ready(Err(polled_again())) };
                     State::Sent { fut: (this.dispatch)(&mut tx, req), tx: Some(tx), reused: false }
                 }
                 StateProj::Failed { error } => return Poll::Ready(Err(error.take().unwrap_or_else(polled_again))),

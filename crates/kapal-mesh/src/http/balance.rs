@@ -43,6 +43,12 @@ impl Balance {
             *req.uri_mut() = absolute_uri(&req, ep.addr)?;
         } else {
             *req.version_mut() = Version::HTTP_11;
+            if req.uri().authority().is_none()
+                && let Some(host) = req.headers().get(header::HOST)
+                && !is_authority(host.as_bytes())
+            {
+                return Err(ProxyError::BadRequest(format!("request target: invalid Host {host:?}")));
+            }
         }
         let mut in_flight = InFlight { shared: &self.shared, backend, ep, start: now, done: false };
         let res = {
@@ -154,6 +160,12 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Whether `host` can be a `Host` header's value, `host[:port]` (RFC 9110 §7.2): the characters
+/// of a URI authority without user info. Checked in place; `Authority`'s parser would copy it.
+fn is_authority(host: &[u8]) -> bool {
+    !host.is_empty() && host.iter().all(|b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:%[]".contains(b))
+}
+
 /// `http://<original authority><path>`, for HTTP/2 upstreams (`:scheme`, `:authority`, `:path`);
 /// the connector decides where to connect. Built from the
 /// request's own (shared) parts rather than formatted and parsed again: this runs per request.
@@ -209,5 +221,15 @@ mod tests {
         assert_eq!(absolute_uri(&req("/", None), ep).unwrap(), "http://10.0.0.1:8080/");
         let err = absolute_uri(&req("/", Some("bad host")), ep).unwrap_err();
         assert_eq!(err.reason(), "bad-request");
+    }
+
+    #[test]
+    fn host_values_are_checked_as_authorities() {
+        for good in ["web", "web.default.svc:8080", "10.0.0.1:80", "[::1]:8080", "xn--bcher-kva.example"] {
+            assert!(is_authority(good.as_bytes()), "{good}");
+        }
+        for bad in ["", "bad host", "a/b", "user@host", "a\"b", "tab\there"] {
+            assert!(!is_authority(bad.as_bytes()), "{bad}");
+        }
     }
 }

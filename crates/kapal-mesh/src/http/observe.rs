@@ -94,16 +94,15 @@ impl<S: Inner> Observe<S> {
             )
         });
         let log_line = self.shared.access_log.load(Ordering::Relaxed).then(|| AccessLog::start(&req, conn, &trace));
-        // Unsampled traces (flag bit 0 clear) are not exported.
+        // Unsampled traces (flag bit 0 clear) are not exported. The connection itself is only
+        // needed for the span; the metrics need its identity.
         let otlp = self
             .shared
             .spans
             .as_ref()
             .filter(|_| trace.flags & 1 == 1)
-            .map(|spans| (spans.clone(), SpanStart::new(&req)));
-        // The connection itself only for the span and the log line; the metrics need its identity.
+            .map(|spans| (spans.clone(), SpanStart::new(&req), conn.clone()));
         let identity = conn.client_identity.clone();
-        let conn = (otlp.is_some() || log_line.is_some()).then(|| conn.clone());
         let fut = self.inner.call(Routed { ctx: ctx.clone(), req, start });
         let (shared, handles) = (self.shared.clone(), self.handles.clone());
         Box::pin(async move {
@@ -117,8 +116,8 @@ impl<S: Inner> Observe<S> {
                 Err(e) => e.status(),
             };
             record(&shared, &handles, &ctx, direction, status.as_u16(), identity, elapsed);
-            if let (Some((spans, started)), Some(conn)) = (otlp, &conn) {
-                spans.record(started.finish(&ctx, conn, direction, trace, &res, elapsed));
+            if let Some((spans, started, conn)) = otlp {
+                spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));
             }
             if let Some(line) = log_line {
                 line.finish(&ctx, direction, &res, elapsed);

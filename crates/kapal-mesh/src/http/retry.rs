@@ -63,7 +63,8 @@ impl<S: Inner> Retry<S> {
 
     fn serve(&mut self, routed: Routed) -> ResFuture {
         let ctx = &routed.ctx;
-        // Every request earns the budget its share; only retries spend it.
+        // Every request to a service that retries earns the budget its share; only retries
+        // spend it.
         if ctx.service.retries {
             ctx.service.budget.deposit(routed.start);
         }

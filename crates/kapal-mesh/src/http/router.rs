@@ -1,14 +1,14 @@
 //! Routing: which rule matches, redirects, header filters, URL rewrites and the weighted backend
 //! choice.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use http::{HeaderValue, StatusCode, header};
 use rand::Rng;
 
 use super::{Inner, ProxyError, Req, Res, ResFuture, RouteCtx, Routed, full, layer_service, ready};
-use crate::route::{self, RequestView};
-use crate::state::{InboundKey, Shared};
+use crate::route::{self, RequestView, Rule};
+use crate::state::{InboundKey, ServiceRt, Shared};
 
 /// Outbound routing for one service, against the current config snapshot.
 #[derive(Clone)]
@@ -17,8 +17,10 @@ pub struct Router<S> {
     service: Arc<str>,
     /// The route every request takes while the config is this generation: kept when routing
     /// does not depend on the request (no rules to match, no request filters, one backend), as
-    /// for most services. A stack is built per connection, so this is the connection's.
-    fixed: Option<(u64, RouteCtx)>,
+    /// for most services. A stack is built per connection, so this is the connection's. Weak,
+    /// so that an idle connection does not keep a replaced config's services (and their
+    /// endpoints' upstream connections) alive.
+    fixed: Option<(u64, FixedRoute)>,
     inner: S,
 }
 
@@ -52,10 +54,11 @@ impl<S: Inner> Router<S> {
     /// [`RouteCtx`] the request goes on with), or answers it (a redirect).
     fn route(&mut self, req: &mut Req) -> Result<Decision, ProxyError> {
         let generation = self.shared.generation();
-        if let Some((g, ctx)) = &self.fixed
+        if let Some((g, fixed)) = &self.fixed
             && *g == generation
+            && let Some(ctx) = fixed.upgrade()
         {
-            return Ok(Decision::Forward(ctx.clone()));
+            return Ok(Decision::Forward(ctx));
         }
         let snapshot = self.shared.snapshot();
         let service = snapshot
@@ -96,8 +99,34 @@ impl<S: Inner> Router<S> {
             && rule.rewrite.is_none()
             && rule.backends.len() == 1;
         let ctx = RouteCtx { service: service.clone(), rule, backend: backend.clone() };
-        self.fixed = fixed.then(|| (generation, ctx.clone()));
+        self.fixed = fixed.then(|| (generation, FixedRoute::new(&ctx)));
         Ok(Decision::Forward(ctx))
+    }
+}
+
+/// A [`RouteCtx`] kept without keeping what it points to.
+#[derive(Clone)]
+struct FixedRoute {
+    service: Weak<ServiceRt>,
+    rule: Weak<Rule>,
+    backend: Weak<ServiceRt>,
+}
+
+impl FixedRoute {
+    fn new(ctx: &RouteCtx) -> Self {
+        FixedRoute {
+            service: Arc::downgrade(&ctx.service),
+            rule: Arc::downgrade(&ctx.rule),
+            backend: Arc::downgrade(&ctx.backend),
+        }
+    }
+
+    fn upgrade(&self) -> Option<RouteCtx> {
+        Some(RouteCtx {
+            service: self.service.upgrade()?,
+            rule: self.rule.upgrade()?,
+            backend: self.backend.upgrade()?,
+        })
     }
 }
 

@@ -138,6 +138,13 @@ async fn malformed_http_gets_400_and_a_closed_connection() {
     tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
     let text = String::from_utf8_lossy(&out);
     assert!(text.starts_with("HTTP/1.1 400"), "{text}");
+    // A Host that is no authority is refused by the proxy, not passed on.
+    let mut s = tokio::net::TcpStream::connect(p.outbound_addr("web").await.unwrap()).await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: bad host\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out).to_lowercase();
+    assert!(text.starts_with("http/1.1 400") && text.contains("x-kapal-error: bad-request"), "{text}");
     assert_eq!(b.hits(), 0);
 }
 

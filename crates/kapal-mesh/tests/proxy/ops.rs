@@ -225,6 +225,10 @@ async fn the_header_read_timeout_spares_slow_answers_and_http2() {
                 if req.uri().path() == "/slow" {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
+                if req.uri().path() == "/quick" {
+                    let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok")).map_err(|e| match e {});
+                    return Ok(http::Response::new(http_body_util::combinators::UnsyncBoxBody::new(ok)));
+                }
                 // Three chunks, 300 ms apart.
                 let chunks = futures::stream::iter(0..3).then(|i| async move {
                     if i > 0 {
@@ -232,7 +236,7 @@ async fn the_header_read_timeout_spares_slow_answers_and_http2() {
                     }
                     Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(format!("{i}"))))
                 });
-                Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(chunks)))
+                Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(chunks).boxed_unsync()))
             });
             let io = hyper_util::rt::TokioIo::new(stream);
             tokio::spawn(async move {
@@ -264,6 +268,23 @@ async fn the_header_read_timeout_spares_slow_answers_and_http2() {
     tokio::time::timeout(Duration::from_secs(2), driver).await.expect("idle connection closed").unwrap().unwrap();
     assert!(started.elapsed() >= Duration::from_millis(190), "closed after {:?}", started.elapsed());
 
+    // Slow headers after a first request on a kept-alive connection: closed as well.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /quick HTTP/1.1\r\nHost: web\r\n\r\n").await.unwrap();
+    let mut seen = Vec::new();
+    while !seen.ends_with(b"ok") {
+        let mut buf = [0u8; 512];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the answer: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    s.write_all(b"GET /quick HTTP/1.1\r\nHo").await.unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_end(&mut rest)).await.expect("slow head cut off").unwrap();
+    assert!(rest.is_empty() && started.elapsed() >= Duration::from_millis(190), "{:?}", started.elapsed());
+
+    // HTTP/2, waiting longer than the timeout before its first request and between requests.
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (mut h2, driver) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -273,10 +294,10 @@ async fn the_header_read_timeout_spares_slow_answers_and_http2() {
     .unwrap();
     tokio::spawn(driver);
     for _ in 0..2 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let req = http::Request::get(format!("http://{addr}/")).body(Empty::<bytes::Bytes>::new()).unwrap();
         let res = h2.send_request(req).await.expect("the HTTP/2 connection is still open");
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "012");
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
