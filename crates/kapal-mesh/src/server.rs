@@ -403,7 +403,7 @@ where
             req.map(crate::Body::incoming)
         } else {
             let open = marks.open();
-            req.map(|body| crate::Body::new(MarkedBody { body, _open: open }))
+            req.map(|body| crate::Body::new(MarkedBody { body, _open: Some(open) }))
         };
         let answered = stack.lock().unwrap_or_else(|p| p.into_inner()).call(req);
         Marked { answered, open: Some(response) }
@@ -670,16 +670,15 @@ impl std::future::Future for Marked {
 }
 
 /// A body with the in-flight mark that ends with it.
-struct MarkedBody<B, O = Option<Open>> {
+struct MarkedBody<B> {
     body: B,
-    _open: O,
+    _open: Option<Open>,
 }
 
-impl<B, O> hyper::body::Body for MarkedBody<B, O>
+impl<B> hyper::body::Body for MarkedBody<B>
 where
     B: hyper::body::Body<Data = bytes::Bytes> + Unpin,
     B::Error: Into<BoxError>,
-    O: Unpin,
 {
     type Data = bytes::Bytes;
     type Error = BoxError;

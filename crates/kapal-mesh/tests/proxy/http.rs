@@ -212,31 +212,21 @@ async fn grpc_trailers_pass_through() {
 
 #[tokio::test]
 async fn http1_upgrades_are_tunnelled() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(|mut req: http::Request<hyper::body::Incoming>| async move {
-                let on = hyper::upgrade::on(&mut req);
-                tokio::spawn(async move {
-                    let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
-                    let mut buf = [0u8; 4];
-                    io.read_exact(&mut buf).await.unwrap();
-                    io.write_all(&buf).await.unwrap();
-                });
-                let mut res = http::Response::new(Full::<Bytes>::default());
-                *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-                res.headers_mut().insert("connection", "upgrade".parse().unwrap());
-                res.headers_mut().insert("upgrade", "echo".parse().unwrap());
-                Ok::<_, std::convert::Infallible>(res)
-            });
-            tokio::spawn(
-                hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
-                    .with_upgrades(),
-            );
-        }
-    });
+    let addr = serve(|mut req: http::Request<hyper::body::Incoming>| async move {
+        let on = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let mut io = hyper_util::rt::TokioIo::new(on.await.unwrap());
+            let mut buf = [0u8; 4];
+            io.read_exact(&mut buf).await.unwrap();
+            io.write_all(&buf).await.unwrap();
+        });
+        let mut res = http::Response::new(http_body_util::BodyExt::boxed_unsync(Full::<Bytes>::default()));
+        *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        res.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        res.headers_mut().insert("upgrade", "echo".parse().unwrap());
+        res
+    })
+    .await;
     let p =
         proxy(&format!("services: [{{name: ws, listen: 127.0.0.1:0, endpoints: [{{address: '{addr}'}}]}}]\n")).await;
     let mut s = tokio::net::TcpStream::connect(p.outbound_addr("ws").await.unwrap()).await.unwrap();

@@ -217,35 +217,23 @@ async fn oversized_and_slow_headers_are_refused() {
 async fn the_header_read_timeout_spares_slow_answers_and_http2() {
     use futures::StreamExt;
     use http_body_util::{BodyExt, Empty, StreamBody};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let backend = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let svc = hyper::service::service_fn(|req: http::Request<hyper::body::Incoming>| async move {
-                if req.uri().path() == "/slow" {
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-                if req.uri().path() == "/quick" {
-                    let ok = http_body_util::Full::new(bytes::Bytes::from_static(b"ok")).map_err(|e| match e {});
-                    return Ok(http::Response::new(http_body_util::combinators::UnsyncBoxBody::new(ok)));
-                }
-                // Three chunks, 300 ms apart.
-                let chunks = futures::stream::iter(0..3).then(|i| async move {
-                    if i > 0 {
-                        tokio::time::sleep(Duration::from_millis(300)).await;
-                    }
-                    Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(format!("{i}"))))
-                });
-                Ok::<_, std::convert::Infallible>(http::Response::new(StreamBody::new(chunks).boxed_unsync()))
-            });
-            let io = hyper_util::rt::TokioIo::new(stream);
-            tokio::spawn(async move {
-                let _ = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .serve_connection(io, svc)
-                    .await;
-            });
+    let backend = serve(|req: http::Request<hyper::body::Incoming>| async move {
+        if req.uri().path() == "/slow" {
+            tokio::time::sleep(Duration::from_millis(500)).await;
         }
-    });
+        if req.uri().path() == "/quick" {
+            return http::Response::new(http_body_util::Full::new(bytes::Bytes::from_static(b"ok")).boxed_unsync());
+        }
+        // Three chunks, 300 ms apart.
+        let chunks = futures::stream::iter(0..3).then(|i| async move {
+            if i > 0 {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(bytes::Bytes::from(format!("{i}"))))
+        });
+        http::Response::new(StreamBody::new(chunks).boxed_unsync())
+    })
+    .await;
     let yaml = format!(
         "{HEAD}services: [{{name: web, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{backend}'}}]}}]\n"
     );

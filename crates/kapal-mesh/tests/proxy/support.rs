@@ -91,6 +91,35 @@ pub async fn backend(name: &'static str, handler: Handler) -> Backend {
     Backend { addr, hits }
 }
 
+/// What a [`serve`] backend answers with.
+pub type TestBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
+
+/// A backend on 127.0.0.1:0 that answers every request with `handle`: HTTP/1.1 (with upgrades)
+/// and HTTP/2, for tests that need answers [`backend`] does not give.
+pub async fn serve<F, Fut>(handle: F) -> SocketAddr
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let handle = handle.clone();
+            let svc = hyper::service::service_fn(move |req| {
+                let answer = handle(req);
+                async move { Ok::<_, Infallible>(answer.await) }
+            });
+            tokio::spawn(async move {
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
 pub async fn ok_backend(name: &'static str) -> Backend {
     backend(name, Arc::new(|_, _| Reply::ok())).await
 }
