@@ -15,7 +15,7 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::BoxError;
-use crate::client::PooledBody;
+use crate::client::{PooledBody, WireBody};
 
 /// A request or response body: bytes, with boxed errors.
 pub struct Body(Kind);
@@ -25,6 +25,8 @@ enum Kind {
     Incoming(Incoming),
     /// An HTTP/1.1 response that gives its connection back to the pool when it ends.
     Pooled(PooledBody),
+    /// An HTTP/1.1 response read from its connection as it is polled, likewise.
+    Wire(WireBody),
     /// Any other body.
     Boxed(UnsyncBoxBody<Bytes, BoxError>),
 }
@@ -47,6 +49,10 @@ impl Body {
     pub(crate) fn pooled(body: PooledBody) -> Self {
         Body(Kind::Pooled(body))
     }
+
+    pub(crate) fn wire(body: WireBody) -> Self {
+        Body(Kind::Wire(body))
+    }
 }
 
 impl hyper::body::Body for Body {
@@ -57,6 +63,7 @@ impl hyper::body::Body for Body {
         match &mut self.0 {
             Kind::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
             Kind::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Kind::Wire(b) => Pin::new(b).poll_frame(cx),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -65,6 +72,7 @@ impl hyper::body::Body for Body {
         match &self.0 {
             Kind::Incoming(b) => b.is_end_stream(),
             Kind::Pooled(b) => b.is_end_stream(),
+            Kind::Wire(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -73,6 +81,7 @@ impl hyper::body::Body for Body {
         match &self.0 {
             Kind::Incoming(b) => b.size_hint(),
             Kind::Pooled(b) => b.size_hint(),
+            Kind::Wire(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
         }
     }
@@ -83,6 +92,7 @@ impl std::fmt::Debug for Body {
         let kind = match self.0 {
             Kind::Incoming(_) => "incoming",
             Kind::Pooled(_) => "pooled",
+            Kind::Wire(_) => "wire",
             Kind::Boxed(_) => "boxed",
         };
         f.debug_tuple("Body").field(&kind).finish()

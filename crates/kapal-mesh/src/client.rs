@@ -3,14 +3,16 @@
 //! ([`h2`]).
 //!
 //! Each endpoint already is its own pool, so there is no pool key to hash and no shared map to
-//! lock: a checkout is a short critical section on the endpoint's idle list, the connection's
-//! driver task is spawned once per connection, and a connection goes back to the list when the
-//! response body has ended (not from a task per request).
+//! lock: a checkout is a short critical section on the endpoint's idle list, and a connection
+//! goes back to the list when the response body has ended (not from a task per request).
+//! HTTP/1.1 requests without a body to stream are written and answered by the request's own
+//! task (`h1::wire`); other HTTP/1.1 connections have a driver task of hyper's, spawned once
+//! per connection.
 
 mod h1;
 mod h2;
 
-pub(crate) use h1::PooledBody;
+pub(crate) use h1::{PooledBody, WireBody};
 
 use std::io;
 use std::net::SocketAddr;
@@ -356,6 +358,102 @@ mod tests {
         assert_eq!((a.as_str(), b.as_str()), ("ok", "ok"));
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    /// A backend answering each request with the canned response its path names, written as
+    /// it is; it closes the connection after the responses that say so.
+    async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                            let mut more = [0u8; 1024];
+                            match stream.read(&mut more).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&more[..n]),
+                            }
+                            continue;
+                        };
+                        let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                        buf.drain(..end + 4);
+                        let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        let (response, close): (Vec<u8>, bool) = match path.as_str() {
+                            "/chunked" => (
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
+                                false,
+                            ),
+                            "/interim" => (
+                                b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(),
+                                false,
+                            ),
+                            "/head" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), false),
+                            "/extra" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA".to_vec(), false),
+                            "/http10" => (b"HTTP/1.0 200 OK\r\n\r\nbye".to_vec(), true),
+                            "/garbage" => (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), true),
+                            "/short" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc".to_vec(), true),
+                            "/big" => {
+                                let mut r = b"HTTP/1.1 200 OK\r\ncontent-length: 1048576\r\n\r\n".to_vec();
+                                r.resize(r.len() + (1 << 20), b'x');
+                                (r, false)
+                            }
+                            _ => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), false),
+                        };
+                        if stream.write_all(&response).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn http1_responses_are_framed_as_their_heads_say() {
+        let (addr, accepted) = scripted_backend().await;
+        let client = client(addr);
+        let send = |method: http::Method, path: &str| {
+            let req = http::Request::builder().method(method).uri(format!("http://{addr}{path}"));
+            client.send(req.body(crate::http::full("")).unwrap(), false, tokio::time::Instant::now())
+        };
+        // Chunked, with an extension and trailers.
+        let res = send(http::Method::GET, "/chunked").await.unwrap();
+        let collected = res.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().map(|t| &t["x-t"]), Some(&http::HeaderValue::from_static("1")));
+        assert_eq!(collected.to_bytes(), "hello world");
+        // An interim response is skipped; a HEAD response has no body whatever its length says.
+        assert_eq!(get(&client, "/interim", false).await, "ok");
+        let res = send(http::Method::HEAD, "/head").await.unwrap();
+        assert_eq!(res.headers()[http::header::CONTENT_LENGTH], "10");
+        assert!(res.into_body().collect().await.unwrap().to_bytes().is_empty());
+        // A large body, read in growing steps.
+        let res = send(http::Method::GET, "/big").await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes().len(), 1 << 20);
+        assert_eq!(get(&client, "/", false).await, "ok");
+        // All of these kept the one connection.
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(client.idle_h1(), 1);
+        // HTTP/1.0 without keep-alive: the body runs to the close, and the connection is not kept.
+        assert_eq!(get(&client, "/http10", false).await, "bye");
+        assert_eq!(client.idle_h1(), 0);
+        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // Bytes beyond the response: the connection cannot be trusted with another request.
+        assert_eq!(get(&client, "/extra", false).await, "ok");
+        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        // A body cut short is an error; a response that is no HTTP is an error.
+        let res = send(http::Method::GET, "/short").await.unwrap();
+        assert!(res.into_body().collect().await.is_err());
+        assert!(matches!(send(http::Method::GET, "/garbage").await, Err(SendError::Io(_))));
+        assert_eq!(client.idle_h1(), 0);
     }
 
     #[tokio::test]

@@ -5,6 +5,10 @@
 //! body gives the connection back once it has ended, and drops it when it is abandoned early
 //! (the connection cannot be reused then). Connections the server closed, upgraded ones and
 //! ones idle for longer than the idle timeout are never handed out.
+//!
+//! Two kinds of connection are pooled apart: those of [`wire`], which requests without a body
+//! to stream (most of them: GET, HEAD, DELETE, an empty POST) speak on their own task, and
+//! hyper's, for requests that stream a body, upgrades and `CONNECT`.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -19,8 +23,13 @@ use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::{Connector, SendError};
+use super::{ConnectError, Connector, SendError};
+use crate::io::Io;
 use crate::{Body, BoxError};
+
+mod wire;
+
+pub(crate) use wire::WireBody;
 
 type Sender = http1::SendRequest<Body>;
 
@@ -37,8 +46,11 @@ struct Inner {
 
 #[derive(Default)]
 struct Idle {
-    /// Most recently returned last; each with when it came back.
+    /// Connections driven by hyper (their own tasks), most recently returned last; each with
+    /// when it came back.
     conns: VecDeque<(Sender, Instant)>,
+    /// Connections driven by the requests on them ([`wire`]), likewise.
+    wire: VecDeque<(wire::Conn, Instant)>,
     /// Whether a task is closing expired connections.
     sweeping: bool,
 }
@@ -49,13 +61,16 @@ impl Pool {
     }
 
     pub(super) fn idle(&self) -> usize {
-        self.inner.lock().conns.len()
+        let idle = self.inner.lock();
+        idle.conns.len() + idle.wire.len()
     }
 
-    /// Idle connections whose driver has not seen them close.
+    /// Idle connections not seen closed.
     #[cfg(test)]
     pub(super) fn open_idle(&self) -> usize {
-        self.inner.lock().conns.iter().filter(|(tx, _)| !tx.is_closed()).count()
+        let mut idle = self.inner.lock();
+        let wire = idle.wire.iter_mut().map(|(c, _)| c.is_open()).filter(|open| *open).count();
+        idle.conns.iter().filter(|(tx, _)| !tx.is_closed()).count() + wire
     }
 
     /// Sends `req` on an idle connection or a new one. A request that a reused connection
@@ -78,6 +93,17 @@ impl Pool {
         let dispatch: Dispatch<_> = Sender::try_send_request;
         let state = match to_origin_form(&mut req, connector.addr()) {
             Err(error) => State::Failed { error: Some(error) },
+            Ok(()) if wire::can_send(&req) => match self.inner.checkout_wire(now) {
+                Some(mut conn) => {
+                    let sent = wire::encode(&req, conn.wbuf());
+                    State::Wire { ex: wire::Exchange::new(conn, sent), reused: true }
+                }
+                None => {
+                    let mut head = Vec::with_capacity(256);
+                    let sent = wire::encode(&req, &mut head);
+                    State::WireConnecting { conn: Box::pin(connector.connect(false)), head: Some((head, sent)) }
+                }
+            },
             Ok(()) => match self.inner.checkout(now) {
                 Some(mut tx) => State::Sent { fut: dispatch(&mut tx, req), tx: Some(tx), reused: true },
                 None => State::Connecting { conn: Box::pin(connect(connector)), req: Some(req) },
@@ -110,6 +136,17 @@ impl Inner {
         None
     }
 
+    /// The most recently used idle connection of [`wire`]'s that is still open.
+    fn checkout_wire(&self, now: Instant) -> Option<wire::Conn> {
+        let mut idle = self.lock();
+        while let Some((mut conn, since)) = idle.wire.pop_back() {
+            if now.saturating_duration_since(since) < self.idle_timeout && conn.is_open() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
     fn checkin(self: &Arc<Self>, tx: Sender) {
         let mut idle = self.lock();
         if idle.conns.len() >= self.max_idle {
@@ -118,6 +155,20 @@ impl Inner {
         // Stamped now, when it comes back: a connection that served a long request (a watch, a
         // download) is as fresh as one that served a short one.
         idle.conns.push_back((tx, Instant::now()));
+        self.sweep_later(&mut idle);
+    }
+
+    fn checkin_wire(self: &Arc<Self>, conn: wire::Conn) {
+        let mut idle = self.lock();
+        if idle.wire.len() >= self.max_idle {
+            return;
+        }
+        idle.wire.push_back((conn, Instant::now()));
+        self.sweep_later(&mut idle);
+    }
+
+    /// Makes sure a task closes the idle connections once they expire.
+    fn sweep_later(self: &Arc<Self>, idle: &mut Idle) {
         if !idle.sweeping
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
@@ -131,7 +182,8 @@ impl Inner {
         let mut idle = self.lock();
         let timeout = self.idle_timeout;
         idle.conns.retain(|(tx, since)| !tx.is_closed() && since.elapsed() < timeout);
-        idle.sweeping = !idle.conns.is_empty();
+        idle.wire.retain_mut(|(conn, since)| since.elapsed() < timeout && conn.is_open());
+        idle.sweeping = !idle.conns.is_empty() || !idle.wire.is_empty();
         idle.sweeping
     }
 }
@@ -153,6 +205,8 @@ type Dispatch<F> = fn(&mut Sender, http::Request<Body>) -> F;
 /// Connecting upstream, boxed: it is a big future (TCP, maybe TLS), and kept inline it would make
 /// every request's future that big, to allocate and move.
 type Connect<'a> = Pin<Box<dyn Future<Output = Result<Sender, SendError>> + Send + 'a>>;
+/// Connecting upstream for [`wire`], boxed likewise.
+type ConnectIo<'a> = Pin<Box<dyn Future<Output = Result<Box<dyn Io>, ConnectError>> + Send + 'a>>;
 
 pin_project_lite::pin_project! {
     /// The response to a request [`Pool::send`] sent.
@@ -172,6 +226,10 @@ pin_project_lite::pin_project! {
         Sent { #[pin] fut: F, tx: Option<Sender>, reused: bool },
         /// Waiting for a new connection.
         Connecting { conn: Connect<'a>, req: Option<http::Request<Body>> },
+        /// On a connection this task drives; `reused` when the pool gave it.
+        Wire { ex: wire::Exchange, reused: bool },
+        /// Waiting for a new connection for [`wire`], with the request's head.
+        WireConnecting { conn: ConnectIo<'a>, head: Option<(Vec<u8>, wire::Sent)> },
         /// Refused before it was sent.
         Failed { error: Option<SendError> },
     }
@@ -215,6 +273,37 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                     let mut tx = connected?;
                     let Some(req) = req else { return Poll::Ready(Err(polled_again())) };
                     State::Sent { fut: (this.dispatch)(&mut tx, req), tx: Some(tx), reused: false }
+                }
+                StateProj::Wire { ex, reused } => {
+                    let pool = Arc::downgrade(&this.pool.inner);
+                    match ready!(ex.poll(cx, &pool)) {
+                        Ok(res) => return Poll::Ready(Ok(res)),
+                        // A reused connection that took none of the request (the server closed
+                        // it meanwhile): the request never left, so it goes on another.
+                        Err(wire::Failed { unsent: Some((head, sent)), .. }) if *reused => {
+                            match this.pool.inner.checkout_wire(Instant::now()) {
+                                Some(mut conn) => {
+                                    *conn.wbuf() = head;
+                                    State::Wire { ex: wire::Exchange::new(conn, sent), reused: true }
+                                }
+                                None => State::WireConnecting {
+                                    conn: Box::pin(this.connector.connect(false)),
+                                    head: Some((head, sent)),
+                                },
+                            }
+                        }
+                        Err(wire::Failed { error, .. }) => return Poll::Ready(Err(SendError::Io(error))),
+                    }
+                }
+                StateProj::WireConnecting { conn, head } => {
+                    let connected = ready!(conn.as_mut().poll(cx));
+                    let head = head.take();
+                    this.state.set(State::Failed { error: None });
+                    let io = connected.map_err(|e| SendError::Connect(Box::new(e)))?;
+                    let Some((head, sent)) = head else { return Poll::Ready(Err(polled_again())) };
+                    let mut conn = wire::Conn::new(io);
+                    *conn.wbuf() = head;
+                    State::Wire { ex: wire::Exchange::new(conn, sent), reused: false }
                 }
                 StateProj::Failed { error } => return Poll::Ready(Err(error.take().unwrap_or_else(polled_again))),
             };
