@@ -39,6 +39,14 @@ pub enum Outcome {
     Failure,
 }
 
+/// The weight an EWMA keeps after `x` decay periods: `e^-x`. Samples arrive microseconds apart
+/// under load, where `x` is around 1e-6; there the series' first terms are exact to the last
+/// bit that matters (the error is below `x⁴/24`, 4e-14 at most) and cost a few
+/// multiplications instead of a call to `exp`.
+fn decay_weight(x: f64) -> f64 {
+    if x < 1e-3 { 1.0 - x * (1.0 - x * (0.5 - x / 6.0)) } else { (-x).exp() }
+}
+
 /// What recording an outcome changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transition {
@@ -100,12 +108,12 @@ impl EndpointStats {
     /// Records a latency sample taken at `now` (a caller that has just read the clock).
     pub fn observe_rtt_at(&self, lb: &LoadBalancer, rtt: Duration, now: Instant) {
         let mut inner = self.lock();
-        let sample = rtt.as_nanos() as f64;
+        let sample = rtt.as_secs_f64() * 1e9;
         inner.ewma_ns = if sample > inner.ewma_ns {
             sample
         } else {
             let elapsed = now.saturating_duration_since(inner.updated).as_secs_f64();
-            let w = (-elapsed / lb.decay.0.as_secs_f64()).exp();
+            let w = decay_weight(elapsed / lb.decay.0.as_secs_f64());
             inner.ewma_ns * w + sample * (1.0 - w)
         };
         inner.updated = now;
@@ -223,6 +231,13 @@ pub fn p2c_at<'a, C: Candidate>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decay_weights_follow_the_exponential() {
+        for x in [0.0, 1e-9, 1e-6, 1e-4, 9.99e-4, 1e-3, 0.5, 3.0] {
+            assert!((decay_weight(x) - (-x).exp()).abs() < 1e-13, "{x}");
+        }
+    }
     use crate::config::Duration as CfgDuration;
 
     struct Ep(EndpointStats, u32);

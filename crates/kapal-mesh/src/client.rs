@@ -302,7 +302,8 @@ mod tests {
         let (addr, accepted) = closing_backend().await;
         let client = client(addr);
         assert_eq!(get(&client, "/", false).await, "ok");
-        // Wait until the connection's driver has seen the close.
+        // Wait until the idle connection is seen closed (its driver task, or the probe of a
+        // connection driven by requests).
         while client.h1.open_idle() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
@@ -384,6 +385,21 @@ mod tests {
                         let head = String::from_utf8_lossy(&buf[..end]).into_owned();
                         buf.drain(..end + 4);
                         let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                        if path == "/hang" {
+                            let _ = stream.read(&mut [0u8; 1]).await;
+                            return;
+                        }
+                        if path == "/dribble" {
+                            let response =
+                                b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\nx-t: 2\r\n\r\n";
+                            for byte in response {
+                                if stream.write_all(&[*byte]).await.is_err() {
+                                    return;
+                                }
+                                tokio::time::sleep(Duration::from_millis(1)).await;
+                            }
+                            continue;
+                        }
                         let (response, close): (Vec<u8>, bool) = match path.as_str() {
                             "/chunked" => (
                                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nx-t: 1\r\n\r\n".to_vec(),
@@ -394,6 +410,13 @@ mod tests {
                                 false,
                             ),
                             "/head" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), false),
+                            "/empty204" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
+                            "/keep10" => {
+                                (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok".to_vec(), false)
+                            }
+                            "/close" => {
+                                (b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok".to_vec(), true)
+                            }
                             "/extra" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokEXTRA".to_vec(), false),
                             "/http10" => (b"HTTP/1.0 200 OK\r\n\r\nbye".to_vec(), true),
                             "/garbage" => (b"NOT HTTP AT ALL\r\n\r\n".to_vec(), true),
@@ -428,11 +451,23 @@ mod tests {
         let collected = res.into_body().collect().await.unwrap();
         assert_eq!(collected.trailers().map(|t| &t["x-t"]), Some(&http::HeaderValue::from_static("1")));
         assert_eq!(collected.to_bytes(), "hello world");
+        // Chunked, sent a byte at a time: every line and the data cross reads.
+        let res = send(http::Method::GET, "/dribble").await.unwrap();
+        let collected = res.into_body().collect().await.unwrap();
+        assert_eq!(collected.trailers().map(|t| &t["x-t"]), Some(&http::HeaderValue::from_static("2")));
+        assert_eq!(collected.to_bytes(), "abc");
         // An interim response is skipped; a HEAD response has no body whatever its length says.
         assert_eq!(get(&client, "/interim", false).await, "ok");
         let res = send(http::Method::HEAD, "/head").await.unwrap();
         assert_eq!(res.headers()[http::header::CONTENT_LENGTH], "10");
         assert!(res.into_body().collect().await.unwrap().to_bytes().is_empty());
+        // An empty body that is dropped unread (as hyper does with a 204) gives its connection back.
+        let res = send(http::Method::GET, "/empty204").await.unwrap();
+        assert_eq!(res.status(), http::StatusCode::NO_CONTENT);
+        drop(res);
+        assert_eq!(client.idle_h1(), 1);
+        // HTTP/1.0 that asks for keep-alive keeps it.
+        assert_eq!(get(&client, "/keep10", false).await, "ok");
         // A large body, read in growing steps.
         let res = send(http::Method::GET, "/big").await.unwrap();
         assert_eq!(res.into_body().collect().await.unwrap().to_bytes().len(), 1 << 20);
@@ -440,15 +475,26 @@ mod tests {
         // All of these kept the one connection.
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
         assert_eq!(client.idle_h1(), 1);
-        // HTTP/1.0 without keep-alive: the body runs to the close, and the connection is not kept.
-        assert_eq!(get(&client, "/http10", false).await, "bye");
-        assert_eq!(client.idle_h1(), 0);
-        assert_eq!(get(&client, "/", false).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        // HTTP/1.0 without keep-alive: the body runs to the close, and the connection is not
+        // kept; nor is one whose response says `Connection: close`.
+        let mut expected = 1;
+        for path in ["/http10", "/close"] {
+            assert_eq!(get(&client, path, false).await, if path == "/http10" { "bye" } else { "ok" });
+            assert_eq!(client.idle_h1(), 0, "{path}");
+            assert_eq!(get(&client, "/", false).await, "ok");
+            expected += 1;
+            assert_eq!(accepted.load(Ordering::SeqCst), expected, "{path}");
+        }
         // Bytes beyond the response: the connection cannot be trusted with another request.
         assert_eq!(get(&client, "/extra", false).await, "ok");
+        assert_eq!(client.idle_h1(), 0);
+        // A request abandoned while its answer is awaited (a timeout) takes its connection along.
         assert_eq!(get(&client, "/", false).await, "ok");
-        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        let abandoned = tokio::time::timeout(Duration::from_millis(100), send(http::Method::GET, "/hang")).await;
+        assert!(abandoned.is_err());
+        assert_eq!(client.idle_h1(), 0);
+        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), expected + 2);
         // A body cut short is an error; a response that is no HTTP is an error.
         let res = send(http::Method::GET, "/short").await.unwrap();
         assert!(res.into_body().collect().await.is_err());

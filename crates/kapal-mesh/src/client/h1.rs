@@ -50,7 +50,7 @@ struct Idle {
     /// when it came back.
     conns: VecDeque<(Sender, Instant)>,
     /// Connections driven by the requests on them ([`wire`]), likewise.
-    wire: VecDeque<(wire::Conn, Instant)>,
+    wire: VecDeque<(Box<wire::Conn>, Instant)>,
     /// Whether a task is closing expired connections.
     sweeping: bool,
 }
@@ -137,7 +137,7 @@ impl Inner {
     }
 
     /// The most recently used idle connection of [`wire`]'s that is still open.
-    fn checkout_wire(&self, now: Instant) -> Option<wire::Conn> {
+    fn checkout_wire(&self, now: Instant) -> Option<Box<wire::Conn>> {
         let mut idle = self.lock();
         while let Some((mut conn, since)) = idle.wire.pop_back() {
             if now.saturating_duration_since(since) < self.idle_timeout && conn.is_open() {
@@ -158,7 +158,7 @@ impl Inner {
         self.sweep_later(&mut idle);
     }
 
-    fn checkin_wire(self: &Arc<Self>, conn: wire::Conn) {
+    fn checkin_wire(self: &Arc<Self>, conn: Box<wire::Conn>) {
         let mut idle = self.lock();
         if idle.wire.len() >= self.max_idle {
             return;
@@ -280,7 +280,11 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                         Ok(res) => return Poll::Ready(Ok(res)),
                         // A reused connection that took none of the request (the server closed
                         // it meanwhile): the request never left, so it goes on another.
-                        Err(wire::Failed { unsent: Some((head, sent)), .. }) if *reused => {
+                        // A new connection that took none of it failed as a connection.
+                        Err(wire::Failed { unsent: Some(_), error }) if !*reused => {
+                            return Poll::Ready(Err(SendError::Connect(error)));
+                        }
+                        Err(wire::Failed { unsent: Some((head, sent)), .. }) => {
                             match this.pool.inner.checkout_wire(Instant::now()) {
                                 Some(mut conn) => {
                                     *conn.wbuf() = head;

@@ -31,8 +31,10 @@ use crate::{Body, BoxError};
 const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// Most headers in a response head: hyper's default.
 const MAX_HEADERS: usize = 100;
-/// Longest chunk-size line.
+/// Longest chunk-size line (with its extensions).
 const MAX_CHUNK_LINE: usize = 4096;
+/// Largest trailer section: hyper's limit.
+const MAX_TRAILERS: usize = 16 * 1024;
 /// Room made in the read buffer before a read, at first; it doubles after each read that
 /// filled it (a large body), up to `MAX_READ_SIZE`.
 const READ_SIZE: usize = 8192;
@@ -47,11 +49,15 @@ pub(super) struct Conn {
     wbuf: Vec<u8>,
     /// Room to make for the next read.
     read_size: usize,
+    /// Where a response head's headers lie, while it is parsed (kept for the allocation).
+    spans: Vec<Span>,
 }
 
 impl Conn {
-    pub(super) fn new(io: Box<dyn Io>) -> Self {
-        Conn { io, rbuf: BytesMut::new(), wbuf: Vec::new(), read_size: READ_SIZE }
+    /// Boxed: a connection moves from the pool to a request, to its response's body and back,
+    /// and the response (with its body) moves through every layer.
+    pub(super) fn new(io: Box<dyn Io>) -> Box<Self> {
+        Box::new(Conn { io, rbuf: BytesMut::new(), wbuf: Vec::new(), read_size: READ_SIZE, spans: Vec::new() })
     }
 
     /// The buffer a request head is written into before it is sent.
@@ -62,11 +68,29 @@ impl Conn {
     /// Whether an idle connection can still take a request: the server has neither closed it
     /// nor sent anything unasked. A socket with nothing to read answers without a system call
     /// (tokio knows it is not readable).
+    ///
+    /// The probe runs outside tokio's cooperative budget: a task that has used its budget up
+    /// would otherwise be told `Pending` whatever the socket holds, and a closed connection
+    /// would pass for an open one.
     pub(super) fn is_open(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
+        if !self.rbuf.is_empty() {
+            return false;
+        }
         let mut byte = [0u8; 1];
-        let mut buf = ReadBuf::new(&mut byte);
-        self.rbuf.is_empty() && Pin::new(&mut self.io).poll_read(&mut cx, &mut buf).is_pending()
+        let probe = std::future::poll_fn(|cx| {
+            let mut buf = ReadBuf::new(&mut byte);
+            Poll::Ready(Pin::new(&mut self.io).poll_read(cx, &mut buf).is_pending())
+        });
+        let mut probe = std::pin::pin!(tokio::task::coop::unconstrained(probe));
+        probe.as_mut().poll(&mut Context::from_waker(Waker::noop())) == Poll::Ready(true)
+    }
+
+    /// Ready for the next exchange: a large body's read size and buffer are not kept idle.
+    fn reset(&mut self) {
+        self.read_size = READ_SIZE;
+        if self.rbuf.capacity() > 2 * READ_SIZE {
+            self.rbuf = BytesMut::new();
+        }
     }
 
     /// Reads more bytes; `Ok(0)` at the end of the connection.
@@ -137,14 +161,14 @@ pub(super) struct Failed {
 
 /// One request and its response head on one connection.
 pub(super) struct Exchange {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     sent: Sent,
     written: usize,
 }
 
 impl Exchange {
     /// Sends the head already in `conn`'s write buffer ([`encode`]).
-    pub(super) fn new(conn: Conn, sent: Sent) -> Self {
+    pub(super) fn new(conn: Box<Conn>, sent: Sent) -> Self {
         Exchange { conn: Some(conn), sent, written: 0 }
     }
 
@@ -167,7 +191,7 @@ impl Exchange {
             return Poll::Ready(Err(self.fail(e)));
         }
         loop {
-            match parse_head(&mut conn.rbuf, self.sent) {
+            match parse_head(&mut conn.rbuf, &mut conn.spans, self.sent) {
                 Ok(Some((head, framing))) => {
                     let Some(conn) = self.conn.take() else { unreachable!("checked above") };
                     let reusable = self.sent.keep_alive && head.keep_alive;
@@ -204,6 +228,7 @@ fn failed(why: &str) -> Failed {
 }
 
 /// A response head as read.
+#[derive(Debug)]
 struct Head {
     res: http::Response<()>,
     /// The response allows the connection to be kept.
@@ -214,27 +239,39 @@ struct Head {
 type Span = (u32, u32, u32, u32);
 
 /// Parses a final response head off the front of `buf` (skipping interim 1xx ones); `None`
-/// while it is incomplete.
-fn parse_head(buf: &mut BytesMut, sent: Sent) -> io::Result<Option<(Head, Framing)>> {
+/// while it is incomplete. The header values share the head's bytes: `spans` holds where
+/// they are between parsing and cutting the head off the buffer.
+fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Result<Option<(Head, Framing)>> {
     loop {
         if buf.is_empty() {
             return Ok(None);
         }
-        let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
-        let (len, code, version, count) = {
-            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut res = httparse::Response::new(&mut headers);
-            let len = match res.parse(buf) {
+        spans.clear();
+        let (len, code, version, reason) = {
+            // Uninitialised: parsed again whenever more bytes arrive, a head must not pay for
+            // clearing 3 KiB of headers each time.
+            let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed =
+                httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut res, buf, &mut headers);
+            let len = match parsed {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
                 Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("response head: {e}"))),
             };
             let base = buf.as_ptr() as usize;
             let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
-            for (span, h) in spans.iter_mut().zip(res.headers.iter()) {
-                *span = (at(h.name.as_bytes()), h.name.len() as u32, at(h.value), h.value.len() as u32);
-            }
-            (len, res.code.unwrap_or(0), res.version.unwrap_or(1), res.headers.len())
+            spans.extend(
+                res.headers
+                    .iter()
+                    .map(|h| (at(h.name.as_bytes()), h.name.len() as u32, at(h.value), h.value.len() as u32)),
+            );
+            let code = res.code.unwrap_or(0);
+            // A reason phrase of the upstream's own goes on to the client, as hyper's client
+            // and server pass it.
+            let canonical = StatusCode::from_u16(code).ok().and_then(|s| s.canonical_reason());
+            let reason = res.reason.filter(|r| !r.is_empty() && Some(*r) != canonical).map(|r| r.as_bytes().to_vec());
+            (len, code, res.version.unwrap_or(1), reason)
         };
         let status = StatusCode::from_u16(code)
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("response status {code}")))?;
@@ -246,17 +283,26 @@ fn parse_head(buf: &mut BytesMut, sent: Sent) -> io::Result<Option<(Head, Framin
             continue;
         }
         let head = buf.split_to(len).freeze();
-        let headers = header_map(&head, &spans[..count])?;
+        let headers = header_map(&head, spans)?;
         let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-        let keep_alive = match version {
-            Version::HTTP_10 => has_token(&headers, "keep-alive"),
-            _ => !has_token(&headers, "close"),
-        };
+        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; such framing cannot be trusted.
+        if version == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING) {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "HTTP/1.0 response with Transfer-Encoding"));
+        }
+        // Once `close` is said, `keep-alive` cannot take it back.
+        let keep_alive = !has_token(&headers, "close")
+            && (version == Version::HTTP_11 || has_token(&headers, "keep-alive"))
+            // Both framings at once (RFC 9112 §6.3): the body is read as chunked, and the
+            // connection is not trusted with another request.
+            && !(headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH));
         let framing = framing(&headers, status, sent)?;
         let mut res = http::Response::new(());
         *res.status_mut() = status;
         *res.version_mut() = version;
         *res.headers_mut() = headers;
+        if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+            res.extensions_mut().insert(reason);
+        }
         return Ok(Some((Head { res, keep_alive }, framing)));
     }
 }
@@ -334,7 +380,7 @@ enum Chunk {
 /// A response body read from its connection, which goes back to the pool once the body has
 /// ended and is dropped when the body is abandoned early (unread bytes would be left on it).
 pub(crate) struct WireBody {
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     framing: Framing,
     reusable: bool,
     pool: Weak<Inner>,
@@ -344,11 +390,12 @@ impl WireBody {
     /// The body has ended: the connection goes back when it can be used again.
     fn end(&mut self) {
         self.framing = Framing::Done;
-        if let Some(conn) = self.conn.take()
+        if let Some(mut conn) = self.conn.take()
             && self.reusable
             && conn.rbuf.is_empty()
             && let Some(pool) = self.pool.upgrade()
         {
+            conn.reset();
             pool.checkin_wire(conn);
         }
     }
@@ -489,16 +536,20 @@ fn step(buf: &mut BytesMut, chunk: Chunk) -> io::Result<Step> {
         Chunk::Size => {
             let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else { return Ok(Step::More(MAX_CHUNK_LINE)) };
             let line = &buf[..eol];
-            // The size, then maybe `;extensions`, which are ignored.
+            if eol > MAX_CHUNK_LINE || line.iter().any(|&b| b == b'\r' || b == b'\n') {
+                return Err(invalid("invalid chunk size line"));
+            }
+            // The size, then maybe whitespace, then maybe `;extensions`, which are ignored.
             let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-            let rest = &line[digits..];
-            if digits == 0 || digits > 16 || !(rest.is_empty() || matches!(rest[0], b';' | b' ' | b'\t')) {
+            let rest = line[digits..].trim_ascii_start();
+            if digits == 0 || !(rest.is_empty() || rest[0] == b';') {
                 return Err(invalid("invalid chunk size"));
             }
-            let size = std::str::from_utf8(&line[..digits])
-                .ok()
-                .and_then(|s| u64::from_str_radix(s, 16).ok())
-                .ok_or_else(|| invalid("invalid chunk size"))?;
+            let size = line[..digits].iter().try_fold(0u64, |n, &d| {
+                let d = u64::from((d as char).to_digit(16).unwrap_or(0));
+                n.checked_mul(16).map(|n| n + d)
+            });
+            let size = size.ok_or_else(|| invalid("chunk size too large"))?;
             buf.advance(eol + 2);
             Ok(Step::Next(if size == 0 { Chunk::Trailers } else { Chunk::Data(size) }))
         }
@@ -524,7 +575,7 @@ fn step(buf: &mut BytesMut, chunk: Chunk) -> io::Result<Step> {
                     }
                     (len, map)
                 }
-                Ok(httparse::Status::Partial) => return Ok(Step::More(MAX_HEAD)),
+                Ok(httparse::Status::Partial) => return Ok(Step::More(MAX_TRAILERS)),
                 Err(_) => return Err(invalid("invalid trailers")),
             };
             buf.advance(len);
@@ -541,7 +592,7 @@ mod tests {
     const GET: Sent = Sent { head: false, keep_alive: true };
 
     fn parse(text: &str, sent: Sent) -> io::Result<Option<(Head, Framing)>> {
-        parse_head(&mut BytesMut::from(text), sent)
+        parse_head(&mut BytesMut::from(text), &mut Vec::new(), sent)
     }
 
     #[test]
@@ -566,6 +617,20 @@ mod tests {
         let (head, _) =
             parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n", GET).unwrap().unwrap();
         assert!(head.keep_alive);
+        let (head, _) = parse("HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n", GET)
+            .unwrap()
+            .unwrap();
+        assert!(!head.keep_alive);
+        // Both framings: read as chunked, but the connection is not kept.
+        let (head, framing) =
+            parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", GET).unwrap().unwrap();
+        assert_eq!((framing, head.keep_alive), (Framing::Chunked(Chunk::Size), false));
+        // The upstream's own reason phrase is kept; a standard one needs no extension.
+        let (head, _) = parse("HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n", GET).unwrap().unwrap();
+        let reason = head.res.extensions().get::<hyper::ext::ReasonPhrase>().map(|r| r.as_bytes().to_vec());
+        assert_eq!(reason.as_deref(), Some(&b"Fine Thanks"[..]));
+        let (head, _) = parse("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", GET).unwrap().unwrap();
+        assert!(head.res.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
         for (status, sent) in
             [("204 No Content", GET), ("304 Not Modified", GET), ("200 OK", Sent { head: true, ..GET })]
         {
@@ -584,6 +649,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
             "HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
             "HTTP/1.1 2000 OK\r\n\r\n",
             "HTTP/1.1 200 OK\r\nBad Header: x\r\n\r\n",
             "garbage\r\n\r\n",
@@ -653,7 +719,18 @@ mod tests {
             (&trailers["grpc-status"], &trailers["x"]),
             (&HeaderValue::from_static("0"), &HeaderValue::from_static("y"))
         );
-        for bad in [&b"x\r\n"[..], b"5\r\nhelloXX", b"-1\r\n", b"11111111111111111\r\n", b"0\r\nbad trailer\r\n\r\n"] {
+        let (data, _, _) = chunks(b"0000000000000000000005 \t;a=b\r\nhello\r\n0\r\n\r\n").unwrap();
+        assert_eq!(data, [Bytes::from("hello")]);
+        for bad in [
+            &b"x\r\n"[..],
+            b"5\r\nhelloXX",
+            b"-1\r\n",
+            b"11111111111111111\r\n",
+            b"5 6\r\nhello\r\n",
+            b"5 junk\r\nhello\r\n",
+            b"5;a\nb\r\nhello\r\n",
+            b"0\r\nbad trailer\r\n\r\n",
+        ] {
             assert!(chunks(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
         // An incomplete size line waits for more.
