@@ -297,12 +297,16 @@ async fn shutdown_drains_in_flight_requests() {
         proxy(&format!("services: [{{name: web, listen: 127.0.0.1:0, endpoints: [{{address: '{}'}}]}}]\n", slow.addr))
             .await;
     let base = url(&p, "web").await;
+    let h2_base = base.clone();
     let in_flight = tokio::spawn(async move { get(&h1_client(), format!("{base}/")).await });
+    // An HTTP/2 stream in flight is drained as well.
+    let h2_in_flight = tokio::spawn(async move { get(&h2_client(), format!("{h2_base}/")).await });
     tokio::time::sleep(Duration::from_millis(50)).await;
     let started = Instant::now();
     p.shutdown(Duration::from_secs(5)).await;
-    // The request in flight completed; shutdown waited for it, not for the grace period.
+    // The requests in flight completed; shutdown waited for them, not for the grace period.
     assert_eq!(in_flight.await.unwrap().status, StatusCode::OK);
+    assert_eq!(h2_in_flight.await.unwrap().status, StatusCode::OK);
     assert!(started.elapsed() < Duration::from_secs(2));
     assert_eq!(admin(&p, "/ready").await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(tokio::net::TcpStream::connect(p.outbound_addr("web").await.unwrap()).await.is_err());
