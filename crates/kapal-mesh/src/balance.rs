@@ -108,6 +108,7 @@ impl EndpointStats {
     /// Records a latency sample taken at `now` (a caller that has just read the clock).
     pub fn observe_rtt_at(&self, lb: &LoadBalancer, rtt: Duration, now: Instant) {
         let mut inner = self.lock();
+        // Through `as_secs_f64`: `as_nanos` is a u128, whose conversion to f64 is a call of its own.
         let sample = rtt.as_secs_f64() * 1e9;
         inner.ewma_ns = if sample > inner.ewma_ns {
             sample
@@ -231,6 +232,7 @@ pub fn p2c_at<'a, C: Candidate>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Duration as CfgDuration;
 
     #[test]
     fn decay_weights_follow_the_exponential() {
@@ -238,7 +240,6 @@ mod tests {
             assert!((decay_weight(x) - (-x).exp()).abs() < 1e-13, "{x}");
         }
     }
-    use crate::config::Duration as CfgDuration;
 
     struct Ep(EndpointStats, u32);
     impl Candidate for Ep {

@@ -6,9 +6,11 @@
 //! (the connection cannot be reused then). Connections the server closed, upgraded ones and
 //! ones idle for longer than the idle timeout are never handed out.
 //!
-//! Two kinds of connection are pooled apart: those of [`wire`], which requests without a body
-//! to stream (most of them: GET, HEAD, DELETE, an empty POST) speak on their own task, and
-//! hyper's, for requests that stream a body, upgrades and `CONNECT`.
+//! Two kinds of connection are pooled apart, under one limit: those of [`wire`], which requests
+//! without a body to stream (most of them: GET, HEAD, DELETE, an empty POST) speak on their own
+//! task, and hyper's, for requests that stream a body, upgrades and `CONNECT`. hyper's driver
+//! task closes an idle connection as soon as the server does; a [`wire`] connection the server
+//! closed is found at its next checkout or by the sweep, and stays in CLOSE_WAIT until then.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -137,19 +139,19 @@ impl Inner {
     }
 
     /// The most recently used idle connection of [`wire`]'s that is still open.
+    /// The probe runs outside the lock (on a TLS connection it may decrypt a record).
     fn checkout_wire(&self, now: Instant) -> Option<Box<wire::Conn>> {
-        let mut idle = self.lock();
-        while let Some((mut conn, since)) = idle.wire.pop_back() {
+        loop {
+            let (mut conn, since) = self.lock().wire.pop_back()?;
             if now.saturating_duration_since(since) < self.idle_timeout && conn.is_open() {
                 return Some(conn);
             }
         }
-        None
     }
 
     fn checkin(self: &Arc<Self>, tx: Sender) {
         let mut idle = self.lock();
-        if idle.conns.len() >= self.max_idle {
+        if idle.conns.len() + idle.wire.len() >= self.max_idle {
             return;
         }
         // Stamped now, when it comes back: a connection that served a long request (a watch, a
@@ -160,7 +162,7 @@ impl Inner {
 
     fn checkin_wire(self: &Arc<Self>, conn: Box<wire::Conn>) {
         let mut idle = self.lock();
-        if idle.wire.len() >= self.max_idle {
+        if idle.conns.len() + idle.wire.len() >= self.max_idle {
             return;
         }
         idle.wire.push_back((conn, Instant::now()));
@@ -261,8 +263,10 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                                     State::Connecting { conn: Box::pin(connect(this.connector)), req: Some(unsent) }
                                 }
                             },
-                            // A new connection's refusal is final.
-                            _ => return Poll::Ready(Err(SendError::Io(Box::new(e.into_error())))),
+                            // A new connection's refusal is final; one that took none of the
+                            // request failed as a connection, as on the wire path.
+                            Some(_) => return Poll::Ready(Err(SendError::Connect(Box::new(e.into_error())))),
+                            None => return Poll::Ready(Err(SendError::Io(Box::new(e.into_error())))),
                         },
                     }
                 }
@@ -275,8 +279,7 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                     State::Sent { fut: (this.dispatch)(&mut tx, req), tx: Some(tx), reused: false }
                 }
                 StateProj::Wire { ex, reused } => {
-                    let pool = Arc::downgrade(&this.pool.inner);
-                    match ready!(ex.poll(cx, &pool)) {
+                    match ready!(ex.poll(cx, &this.pool.inner)) {
                         Ok(res) => return Poll::Ready(Ok(res)),
                         // A reused connection that took none of the request (the server closed
                         // it meanwhile): the request never left, so it goes on another.

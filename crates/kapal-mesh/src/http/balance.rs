@@ -96,12 +96,7 @@ pub struct Upstream {
 fn is_upgrade(req: &Req) -> bool {
     req.version() == Version::HTTP_11
         && req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
+        && super::connection_has(req.headers(), "upgrade")
 }
 
 /// Copies bytes both ways once client and upstream have both switched protocols.

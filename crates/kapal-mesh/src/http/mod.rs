@@ -108,6 +108,15 @@ fn ready(result: Result<Res, ProxyError>) -> ResFuture {
     Box::pin(std::future::ready(result))
 }
 
+/// Whether a `Connection` header lists `token` (case-insensitive, comma-separated lists).
+pub(crate) fn connection_has(headers: &http::HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+}
+
 /// A full body from bytes.
 pub fn full(bytes: impl Into<bytes::Bytes>) -> Body {
     Body::new(http_body_util::Full::new(bytes.into()))

@@ -5,17 +5,23 @@
 //! hyper's client costs on every request (a proxied request woke two tasks twice). Requests
 //! with a body to stream, upgrades and `CONNECT` still go through hyper's client.
 //!
-//! Framing follows RFC 9112 §6 as hyper's client does: no body for `HEAD` and for 1xx, 204 and
-//! 304 responses; `Transfer-Encoding` wins over `Content-Length` (chunked when it is the final
-//! coding, else read to the end of the connection); `Content-Length` values must agree;
-//! without either, the body runs to the end of the connection. Interim 1xx responses are
-//! skipped. A connection goes back to its pool only when the response said it may (HTTP/1.1
-//! without `Connection: close`, HTTP/1.0 with `keep-alive`), the request did not ask to close,
-//! and nothing was left unread.
+//! Framing follows RFC 9112 §6 and hyper's client: no body for `HEAD` and for 1xx, 204 and 304
+//! responses; `Transfer-Encoding` wins over `Content-Length` (chunked when it is the final
+//! coding, else read to the end of the connection), and is refused on HTTP/1.0;
+//! `Content-Length` values must agree; without either, the body runs to the end of the
+//! connection. Interim 1xx responses are skipped; a 101 is an error (no upgrade was asked
+//! for). A connection goes back to its pool only when the response said it may (HTTP/1.1
+//! without `Connection: close`, HTTP/1.0 with `keep-alive` and without `close`; not with both
+//! `Transfer-Encoding` and `Content-Length`, nor after a body that ran to the connection's
+//! end), the request did not ask to close, and nothing was left unread.
+//!
+//! Where this differs from hyper's client: a later request on a connection whose server
+//! answered as HTTP/1.0 with keep-alive still goes as HTTP/1.1 (hyper downgrades it), and an
+//! empty reason phrase is replaced by the standard one.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
@@ -24,6 +30,7 @@ use hyper::body::{Body as _, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::Inner;
+use crate::http::connection_has;
 use crate::io::Io;
 use crate::{Body, BoxError};
 
@@ -91,6 +98,9 @@ impl Conn {
         if self.rbuf.capacity() > 2 * READ_SIZE {
             self.rbuf = BytesMut::new();
         }
+        if self.wbuf.capacity() > 2 * READ_SIZE {
+            self.wbuf = Vec::new();
+        }
     }
 
     /// Reads more bytes; `Ok(0)` at the end of the connection.
@@ -140,16 +150,7 @@ pub(super) fn encode(req: &http::Request<Body>, out: &mut Vec<u8>) -> Sent {
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Sent { head: req.method() == Method::HEAD, keep_alive: !has_token(req.headers(), "close") }
-}
-
-/// Whether a `Connection` header lists `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    Sent { head: req.method() == Method::HEAD, keep_alive: !connection_has(req.headers(), "close") }
 }
 
 /// Why an exchange failed.
@@ -177,7 +178,7 @@ impl Exchange {
     pub(super) fn poll(
         &mut self,
         cx: &mut Context<'_>,
-        pool: &Weak<Inner>,
+        pool: &Arc<Inner>,
     ) -> Poll<Result<http::Response<Body>, Failed>> {
         let Some(conn) = self.conn.as_mut() else { return Poll::Ready(Err(failed("polled after completion"))) };
         while self.written < conn.wbuf.len() {
@@ -195,7 +196,7 @@ impl Exchange {
                 Ok(Some((head, framing))) => {
                     let Some(conn) = self.conn.take() else { unreachable!("checked above") };
                     let reusable = self.sent.keep_alive && head.keep_alive;
-                    let body = WireBody { conn: Some(conn), framing, reusable, pool: pool.clone() };
+                    let body = WireBody { conn: Some(conn), framing, reusable, pool: Arc::downgrade(pool) };
                     return Poll::Ready(Ok(head.res.map(|()| Body::wire(body))));
                 }
                 Ok(None) => {}
@@ -257,7 +258,7 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Resu
             let len = match parsed {
                 Ok(httparse::Status::Complete(len)) => len,
                 Ok(httparse::Status::Partial) => return Ok(None),
-                Err(e) => return Err(io::Error::new(io::ErrorKind::InvalidData, format!("response head: {e}"))),
+                Err(e) => return Err(invalid(format!("response head: {e}"))),
             };
             let base = buf.as_ptr() as usize;
             let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
@@ -273,11 +274,10 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Resu
             let reason = res.reason.filter(|r| !r.is_empty() && Some(*r) != canonical).map(|r| r.as_bytes().to_vec());
             (len, code, res.version.unwrap_or(1), reason)
         };
-        let status = StatusCode::from_u16(code)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, format!("response status {code}")))?;
+        let status = StatusCode::from_u16(code).map_err(|_| invalid(format!("response status {code}")))?;
         if status.is_informational() {
             if status == StatusCode::SWITCHING_PROTOCOLS {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "101 Switching Protocols without an upgrade"));
+                return Err(invalid("101 Switching Protocols without an upgrade"));
             }
             buf.advance(len);
             continue;
@@ -285,17 +285,13 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Resu
         let head = buf.split_to(len).freeze();
         let headers = header_map(&head, spans)?;
         let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; such framing cannot be trusted.
-        if version == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING) {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "HTTP/1.0 response with Transfer-Encoding"));
-        }
         // Once `close` is said, `keep-alive` cannot take it back.
-        let keep_alive = !has_token(&headers, "close")
-            && (version == Version::HTTP_11 || has_token(&headers, "keep-alive"))
+        let keep_alive = !connection_has(&headers, "close")
+            && (version == Version::HTTP_11 || connection_has(&headers, "keep-alive"))
             // Both framings at once (RFC 9112 §6.3): the body is read as chunked, and the
             // connection is not trusted with another request.
             && !(headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH));
-        let framing = framing(&headers, status, sent)?;
+        let framing = framing(&headers, status, version, sent)?;
         let mut res = http::Response::new(());
         *res.status_mut() = status;
         *res.version_mut() = version;
@@ -312,21 +308,24 @@ fn header_map(head: &Bytes, spans: &[Span]) -> io::Result<HeaderMap> {
     let mut map = HeaderMap::with_capacity(spans.len());
     for &(name_at, name_len, value_at, value_len) in spans {
         let name = &head[name_at as usize..(name_at + name_len) as usize];
-        let name = HeaderName::from_bytes(name)
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "invalid response header name"))?;
+        let name = HeaderName::from_bytes(name).map_err(|_| invalid("invalid response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at as usize..(value_at + value_len) as usize))
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "invalid response header value"))?;
+            .map_err(|_| invalid("invalid response header value"))?;
         map.append(name, value);
     }
     Ok(map)
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
-fn framing(headers: &HeaderMap, status: StatusCode, sent: Sent) -> io::Result<Framing> {
+fn framing(headers: &HeaderMap, status: StatusCode, version: Version, sent: Sent) -> io::Result<Framing> {
     if sent.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
+        // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; such framing cannot be trusted.
+        if version == Version::HTTP_10 {
+            return Err(invalid("HTTP/1.0 response with Transfer-Encoding"));
+        }
         let chunked = headers
             .get_all(header::TRANSFER_ENCODING)
             .iter()
@@ -344,7 +343,7 @@ fn framing(headers: &HeaderMap, status: StatusCode, sent: Sent) -> io::Result<Fr
                 .then(|| part.parse::<u64>().ok())
                 .flatten()
                 .filter(|n| length.is_none_or(|l| l == *n))
-                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "invalid Content-Length"))?;
+                .ok_or_else(|| invalid("invalid Content-Length"))?;
             length = Some(n);
         }
     }
@@ -421,7 +420,7 @@ fn truncated() -> io::Error {
     io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed before the response body ended")
 }
 
-fn invalid(why: &'static str) -> io::Error {
+fn invalid(why: impl Into<BoxError>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why)
 }
 
@@ -511,8 +510,9 @@ impl hyper::body::Body for WireBody {
 
 impl Drop for WireBody {
     fn drop(&mut self) {
-        // An empty body (204, HEAD, Content-Length: 0) is never polled; a body abandoned
-        // before its end leaves unread bytes on the connection, which is then dropped.
+        // hyper never polls a body that is empty from the start (a 204, a HEAD response), so
+        // its connection goes back from here. Any other unfinished body takes its connection
+        // along: what is left of it would be read as the next response.
         if self.framing == Framing::Length(0) {
             self.end();
         }
@@ -541,7 +541,10 @@ fn step(buf: &mut BytesMut, chunk: Chunk) -> io::Result<Step> {
             }
             // The size, then maybe whitespace, then maybe `;extensions`, which are ignored.
             let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-            let rest = line[digits..].trim_ascii_start();
+            let mut rest = &line[digits..];
+            while let [b' ' | b'\t', tail @ ..] = rest {
+                rest = tail;
+            }
             if digits == 0 || !(rest.is_empty() || rest[0] == b';') {
                 return Err(invalid("invalid chunk size"));
             }
@@ -566,6 +569,9 @@ fn step(buf: &mut BytesMut, chunk: Chunk) -> io::Result<Step> {
         Chunk::Trailers => {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
             let (len, map) = match httparse::parse_headers(buf, &mut headers) {
+                Ok(httparse::Status::Complete((len, _))) if len > MAX_TRAILERS => {
+                    return Err(invalid("trailers too large"));
+                }
                 Ok(httparse::Status::Complete((len, headers))) => {
                     let mut map = HeaderMap::with_capacity(headers.len());
                     for h in headers {
@@ -631,6 +637,10 @@ mod tests {
         assert_eq!(reason.as_deref(), Some(&b"Fine Thanks"[..]));
         let (head, _) = parse("HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", GET).unwrap().unwrap();
         assert!(head.res.extensions().get::<hyper::ext::ReasonPhrase>().is_none());
+        // Bodiless responses are framed before their headers are looked at, as by hyper.
+        let (_, framing) =
+            parse("HTTP/1.0 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n", GET).unwrap().unwrap();
+        assert_eq!(framing, Framing::Length(0));
         for (status, sent) in
             [("204 No Content", GET), ("304 Not Modified", GET), ("200 OK", Sent { head: true, ..GET })]
         {
@@ -729,10 +739,17 @@ mod tests {
             b"5 6\r\nhello\r\n",
             b"5 junk\r\nhello\r\n",
             b"5;a\nb\r\nhello\r\n",
+            b"5\x0b\r\nhello\r\n",
             b"0\r\nbad trailer\r\n\r\n",
         ] {
             assert!(chunks(bad).is_err(), "{:?}", String::from_utf8_lossy(bad));
         }
+        // Lines and trailer sections beyond their limits are refused, complete or not.
+        let long_line = format!("5;{}\r\n", "x".repeat(MAX_CHUNK_LINE));
+        assert!(step(&mut BytesMut::from(long_line.as_str()), Chunk::Size).is_err());
+        let long_trailers = format!("x: {}\r\n\r\n", "y".repeat(MAX_TRAILERS));
+        assert!(step(&mut BytesMut::from(long_trailers.as_str()), Chunk::Trailers).is_err());
+        assert_eq!(step(&mut BytesMut::from("x: y\r\n"), Chunk::Trailers).unwrap(), Step::More(MAX_TRAILERS));
         // An incomplete size line waits for more.
         assert_eq!(step(&mut BytesMut::from("1f"), Chunk::Size).unwrap(), Step::More(MAX_CHUNK_LINE));
     }
