@@ -246,29 +246,6 @@ mod tests {
         (addr, accepted)
     }
 
-    /// A backend that closes every connection after one response, without saying so.
-    async fn closing_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let mut buf = vec![0u8; 4096];
-                let mut read = 0;
-                while !buf[..read].windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf[read..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => read += n,
-                    }
-                }
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
-            }
-        });
-        (addr, accepted)
-    }
-
     fn client(addr: SocketAddr) -> EndpointClient {
         let connector = Connector::new(addr, Duration::from_secs(5), None, None, Arc::default()).unwrap();
         EndpointClient::new(connector)
@@ -299,15 +276,15 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_the_server_closed_is_not_reused() {
-        let (addr, accepted) = closing_backend().await;
+        let (addr, accepted) = scripted_backend().await;
         let client = client(addr);
-        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(get(&client, "/once", false).await, "ok");
         // Wait until the idle connection is seen closed (its driver task, or the probe of a
         // connection driven by requests).
         while client.h1.open_idle() > 0 {
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert_eq!(get(&client, "/", false).await, "ok");
+        assert_eq!(get(&client, "/once", false).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
@@ -362,7 +339,7 @@ mod tests {
     }
 
     /// A backend answering each request with the canned response its path names, written as
-    /// it is; it closes the connection after the responses that say so.
+    /// it is; it closes the connection after some of them (`/once` without saying so).
     async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -410,6 +387,8 @@ mod tests {
                                 false,
                             ),
                             "/head" => (b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n".to_vec(), false),
+                            // Closed after one response without saying so.
+                            "/once" => (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec(), true),
                             "/empty204" => (b"HTTP/1.1 204 No Content\r\n\r\n".to_vec(), false),
                             "/keep10" => {
                                 (b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nok".to_vec(), false)

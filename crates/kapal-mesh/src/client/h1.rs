@@ -95,23 +95,46 @@ impl Pool {
         let dispatch: Dispatch<_> = Sender::try_send_request;
         let state = match to_origin_form(&mut req, connector.addr()) {
             Err(error) => State::Failed { error: Some(error) },
-            Ok(()) if wire::can_send(&req) => match self.inner.checkout_wire(now) {
-                Some(mut conn) => {
-                    let sent = wire::encode(&req, conn.wbuf());
-                    State::Wire { ex: wire::Exchange::new(conn, sent), reused: true }
-                }
-                None => {
-                    let mut head = Vec::with_capacity(256);
-                    let sent = wire::encode(&req, &mut head);
-                    State::WireConnecting { conn: Box::pin(connector.connect(false)), head: Some((head, sent)) }
-                }
-            },
-            Ok(()) => match self.inner.checkout(now) {
-                Some(mut tx) => State::Sent { fut: dispatch(&mut tx, req), tx: Some(tx), reused: true },
-                None => State::Connecting { conn: Box::pin(connect(connector)), req: Some(req) },
-            },
+            Ok(()) if wire::can_send(&req) => self.on_wire(connector, now, |buf| wire::encode(&req, buf)),
+            Ok(()) => self.on_hyper(connector, dispatch, req, now),
         };
         Sending { pool: self, connector, dispatch, state }
+    }
+
+    /// `req` handed to an idle connection of hyper's, or waiting for a new one.
+    fn on_hyper<'a, F>(
+        &'a self,
+        connector: &'a Connector,
+        dispatch: Dispatch<F>,
+        req: http::Request<Body>,
+        now: Instant,
+    ) -> State<'a, F> {
+        match self.inner.checkout(now) {
+            Some(mut tx) => State::Sent { fut: dispatch(&mut tx, req), tx: Some(tx), reused: true },
+            None => State::Connecting { conn: Box::pin(connect(connector)), req: Some(req) },
+        }
+    }
+
+    /// A request head, which `head` writes into the buffer it is given, on an idle [`wire`]
+    /// connection (into its own buffer, whose allocation serves request after request), or
+    /// waiting for a new one.
+    fn on_wire<'a, F>(
+        &'a self,
+        connector: &'a Connector,
+        now: Instant,
+        head: impl FnOnce(&mut Vec<u8>) -> wire::Sent,
+    ) -> State<'a, F> {
+        match self.inner.checkout_wire(now) {
+            Some(mut conn) => {
+                let sent = head(conn.wbuf());
+                State::Wire { ex: wire::Exchange::new(conn, sent), reused: true }
+            }
+            None => {
+                let mut buf = Vec::with_capacity(256);
+                let sent = head(&mut buf);
+                State::WireConnecting { conn: Box::pin(connector.connect(false)), head: Some((buf, sent)) }
+            }
+        }
     }
 
     fn response(&self, res: http::Response<Incoming>, tx: Sender) -> http::Response<Body> {
@@ -127,45 +150,49 @@ impl Inner {
         self.idle.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The most recently used idle connection that can take a request.
+    /// The most recently used idle connection of hyper's that can take a request.
     fn checkout(&self, now: Instant) -> Option<Sender> {
-        let mut idle = self.lock();
-        while let Some((tx, since)) = idle.conns.pop_back() {
-            if tx.is_ready() && now.saturating_duration_since(since) < self.idle_timeout {
-                return Some(tx);
-            }
-        }
-        None
+        self.take(|idle| &mut idle.conns, now, |tx| tx.is_ready())
     }
 
     /// The most recently used idle connection of [`wire`]'s that is still open.
-    /// The probe runs outside the lock (on a TLS connection it may decrypt a record).
     fn checkout_wire(&self, now: Instant) -> Option<Box<wire::Conn>> {
+        self.take(|idle| &mut idle.wire, now, |conn| conn.is_open())
+    }
+
+    /// The most recently used connection of `list` that has not expired at `now` and is
+    /// `usable`. The check runs outside the lock (a TLS connection's probe may decrypt a record).
+    fn take<T>(
+        &self,
+        list: fn(&mut Idle) -> &mut VecDeque<(T, Instant)>,
+        now: Instant,
+        mut usable: impl FnMut(&mut T) -> bool,
+    ) -> Option<T> {
         loop {
-            let (mut conn, since) = self.lock().wire.pop_back()?;
-            if now.saturating_duration_since(since) < self.idle_timeout && conn.is_open() {
+            let (mut conn, since) = list(&mut self.lock()).pop_back()?;
+            if now.saturating_duration_since(since) < self.idle_timeout && usable(&mut conn) {
                 return Some(conn);
             }
         }
     }
 
     fn checkin(self: &Arc<Self>, tx: Sender) {
+        self.put(|idle| &mut idle.conns, tx);
+    }
+
+    fn checkin_wire(self: &Arc<Self>, conn: Box<wire::Conn>) {
+        self.put(|idle| &mut idle.wire, conn);
+    }
+
+    /// Puts a connection back in `list`, unless the pool holds as many idle ones as it keeps.
+    fn put<T>(self: &Arc<Self>, list: fn(&mut Idle) -> &mut VecDeque<(T, Instant)>, conn: T) {
         let mut idle = self.lock();
         if idle.conns.len() + idle.wire.len() >= self.max_idle {
             return;
         }
         // Stamped now, when it comes back: a connection that served a long request (a watch, a
         // download) is as fresh as one that served a short one.
-        idle.conns.push_back((tx, Instant::now()));
-        self.sweep_later(&mut idle);
-    }
-
-    fn checkin_wire(self: &Arc<Self>, conn: Box<wire::Conn>) {
-        let mut idle = self.lock();
-        if idle.conns.len() + idle.wire.len() >= self.max_idle {
-            return;
-        }
-        idle.wire.push_back((conn, Instant::now()));
+        list(&mut idle).push_back((conn, Instant::now()));
         self.sweep_later(&mut idle);
     }
 
@@ -255,14 +282,9 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                     match answer {
                         Ok(res) => return Poll::Ready(Ok(this.pool.response(res, tx))),
                         Err(mut e) => match e.take_message() {
-                            Some(unsent) if reused => match this.pool.inner.checkout(Instant::now()) {
-                                Some(mut tx) => {
-                                    State::Sent { fut: (this.dispatch)(&mut tx, unsent), tx: Some(tx), reused: true }
-                                }
-                                None => {
-                                    State::Connecting { conn: Box::pin(connect(this.connector)), req: Some(unsent) }
-                                }
-                            },
+                            Some(unsent) if reused => {
+                                this.pool.on_hyper(this.connector, *this.dispatch, unsent, Instant::now())
+                            }
                             // A new connection's refusal is final; one that took none of the
                             // request failed as a connection, as on the wire path.
                             Some(_) => return Poll::Ready(Err(SendError::Connect(Box::new(e.into_error())))),
@@ -288,16 +310,10 @@ impl<F: Future<Output = Answer>> Future for Sending<'_, F> {
                             return Poll::Ready(Err(SendError::Connect(error)));
                         }
                         Err(wire::Failed { unsent: Some((head, sent)), .. }) => {
-                            match this.pool.inner.checkout_wire(Instant::now()) {
-                                Some(mut conn) => {
-                                    *conn.wbuf() = head;
-                                    State::Wire { ex: wire::Exchange::new(conn, sent), reused: true }
-                                }
-                                None => State::WireConnecting {
-                                    conn: Box::pin(this.connector.connect(false)),
-                                    head: Some((head, sent)),
-                                },
-                            }
+                            this.pool.on_wire(this.connector, Instant::now(), |buf| {
+                                *buf = head;
+                                sent
+                            })
                         }
                         Err(wire::Failed { error, .. }) => return Poll::Ready(Err(SendError::Io(error))),
                     }
