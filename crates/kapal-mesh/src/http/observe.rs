@@ -101,7 +101,7 @@ impl<S: Inner> Observe<S> {
             .spans
             .as_ref()
             .filter(|_| trace.flags & 1 == 1)
-            .map(|spans| (spans.clone(), SpanStart::new(&req), conn.clone()));
+            .map(|spans| (spans.clone(), SpanStart::new(&req, start), conn.clone()));
         let identity = conn.client_identity.clone();
         let fut = self.inner.call(Routed { ctx: ctx.clone(), req, start });
         let (shared, handles) = (self.shared.clone(), self.handles.clone());
@@ -186,14 +186,20 @@ struct SpanStart {
 }
 
 impl SpanStart {
-    fn new(req: &Req) -> Self {
+    /// The span of a request routed at `start`. Its end is `at` plus the time elapsed since
+    /// `start`, so `at` is the wall-clock time of `start` itself: read later, it would put the
+    /// end after the response by however long the task waited between the two readings.
+    fn new(req: &Req, start: tokio::time::Instant) -> Self {
         let authority = req
             .uri()
             .authority()
             .map(|a| a.to_string())
             .or_else(|| req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).map(str::to_string));
         SpanStart {
-            at: std::time::SystemTime::now(),
+            at: {
+                let now = std::time::SystemTime::now();
+                now.checked_sub(start.elapsed()).unwrap_or(now)
+            },
             method: req.method().clone(),
             path: req.uri().path().to_string(),
             authority,
