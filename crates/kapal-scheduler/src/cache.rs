@@ -313,6 +313,13 @@ impl Cache {
         }
     }
 
+    /// Replaces every namespace's labels with a fresh listing; returns whether anything changed.
+    pub fn replace_namespaces(&mut self, namespaces: crate::podinfo::NamespaceLabels) -> bool {
+        let changed = self.namespaces != namespaces;
+        self.namespaces = namespaces;
+        changed
+    }
+
     /// The node a pod is accounted on.
     pub fn node_of(&self, key: &str) -> Option<&str> {
         self.pod_nodes.get(key).map(String::as_str)

@@ -120,15 +120,25 @@ pub async fn disruption_budgets(client: Client, scheduler: Arc<Scheduler>) {
 }
 
 /// Keeps namespace labels, for pod affinity terms with a `namespaceSelector`. A change of labels
-/// may make waiting pods schedulable.
+/// may make waiting pods schedulable. Scheduling waits for the first listing: before it, a
+/// selector would match no namespace and required anti-affinity would be ignored.
 pub async fn namespaces(client: Client, scheduler: Arc<Scheduler>) {
     let stream = watcher::watcher(Api::<Namespace>::all(client), config()).default_backoff().boxed();
     let name = |ns: &Namespace| ns.metadata.name.clone().unwrap_or_default();
+    let labels = |ns: Namespace| ns.metadata.labels.unwrap_or_default();
+    let mut listing = crate::podinfo::NamespaceLabels::new();
     drive(stream, "Namespace", |event| match event {
-        Event::Init | Event::InitDone => {}
-        Event::InitApply(ns) | Event::Apply(ns) => scheduler
-            .update(|st| st.cache.set_namespace(&name(&ns), Some(ns.metadata.labels.clone().unwrap_or_default()))),
+        Event::Init => listing.clear(),
+        Event::InitApply(ns) => {
+            listing.insert(name(&ns), labels(ns));
+        }
+        Event::Apply(ns) => scheduler.update(|st| st.cache.set_namespace(&name(&ns), Some(labels(ns)))),
         Event::Delete(ns) => scheduler.update(|st| st.cache.set_namespace(&name(&ns), None)),
+        Event::InitDone => {
+            let listed = std::mem::take(&mut listing);
+            scheduler.update(|st| st.cache.replace_namespaces(listed));
+            scheduler.mark_synced(Informer::Namespaces);
+        }
     })
     .await
 }

@@ -313,6 +313,8 @@ pub enum Informer {
     Pods,
     /// PriorityClasses.
     PriorityClasses,
+    /// Namespaces (their labels decide affinity terms with a `namespaceSelector`).
+    Namespaces,
 }
 
 /// The scheduler: shared state, a wake-up for the loop, and the binder.
@@ -322,13 +324,13 @@ pub struct Scheduler {
     wake: Notify,
     binder: Binder,
     /// Which informers have listed once.
-    synced: watch::Sender<[bool; 3]>,
+    synced: watch::Sender<[bool; 4]>,
 }
 
 impl Scheduler {
     /// A scheduler writing through `binder`.
     pub fn new(binder: Binder) -> Scheduler {
-        Scheduler { state: Mutex::default(), wake: Notify::new(), binder, synced: watch::Sender::new([false; 3]) }
+        Scheduler { state: Mutex::default(), wake: Notify::new(), binder, synced: watch::Sender::new([false; 4]) }
     }
 
     /// Locks the state (a poisoned lock is still usable: every update leaves it consistent).
