@@ -41,6 +41,9 @@ impl Balance {
         if h2 {
             *req.version_mut() = Version::HTTP_2;
             *req.uri_mut() = absolute_uri(&req, ep.addr)?;
+            // The authority is `:authority` now. A `Host` as well may not differ from it (RFC 9113
+            // §8.3.1), and some servers (nginx) refuse a request with both.
+            req.headers_mut().remove(header::HOST);
         } else {
             *req.version_mut() = Version::HTTP_11;
             if req.uri().authority().is_none()

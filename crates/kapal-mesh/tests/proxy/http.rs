@@ -169,6 +169,42 @@ async fn http2_clients_and_backends() {
 }
 
 #[tokio::test]
+async fn the_authority_moves_between_host_and_the_uri_when_the_version_changes() {
+    // Sent on as HTTP/2, the client's `Host` becomes `:authority` and is not also sent as a header
+    // (nginx refuses a request with both as a "duplicate host header"); sent on as HTTP/1.1,
+    // `:authority` becomes `Host`.
+    let echo = serve(|req: Request<hyper::body::Incoming>| async move {
+        let host = req.headers().get(http::header::HOST).map(|h| h.to_str().unwrap().to_string());
+        let seen = format!("{:?} {:?} {:?}", req.version(), req.uri().authority().map(|a| a.to_string()), host);
+        http::Response::new(http_body_util::BodyExt::boxed_unsync(Full::new(Bytes::from(seen))))
+    })
+    .await;
+    let p = proxy(&format!(
+        "services:
+  - {{name: to-h2, listen: 127.0.0.1:0, protocol: http2, endpoints: [{{address: '{echo}'}}]}}
+  - {{name: to-h1, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{echo}'}}]}}
+"
+    ))
+    .await;
+    let req = Request::get(format!("{}/", url(&p, "to-h2").await))
+        .header(http::header::HOST, "web.default:80")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let res = send(&h1_client(), req).await;
+    assert_eq!(res.body, r#"HTTP/2.0 Some("web.default:80") None"#);
+    // An HTTP/2 client whose `:authority` is not the listener's address.
+    let stream = tokio::net::TcpStream::connect(p.outbound_addr("to-h1").await.unwrap()).await.unwrap();
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (mut sender, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io).await.unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("http://web.default:80/").body(Full::new(Bytes::new())).unwrap();
+    let res = sender.send_request(req).await.unwrap();
+    let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
+    assert_eq!(body, r#"HTTP/1.1 None Some("web.default:80")"#);
+}
+
+#[tokio::test]
 async fn grpc_trailers_pass_through() {
     use http_body_util::{BodyExt, StreamBody};
     use hyper::body::Frame;
