@@ -2,8 +2,9 @@
 //!
 //! One run measures, side by side: the backend directly; through one proxy (plaintext); and
 //! through a client-side + server-side proxy pair with mutual TLS, as in a mesh. The proxies
-//! run as child processes (this binary re-executed with the hidden `--serve` flag, which calls
-//! `kapal_mesh::run`, the same entry point as `kapal proxy`), pinned to CPU 1 with `taskset`
+//! run as child processes: the product, `kapal proxy` (the `kapal` executable beside this one,
+//! or `--kapal`), or else this binary re-executed with the hidden `--serve` flag, which calls
+//! `kapal_mesh::run`, the same entry point. They are pinned to CPU 1 with `taskset`
 //! when it exists, so that their RSS is their own and their CPU is one core. For the
 //! throughput rounds the scenario itself (load generator and backend) keeps to CPU 0, so that
 //! a proxy has its core to itself: otherwise the generator's threads share it, and a proxy that
@@ -46,12 +47,16 @@ pub struct Args {
     /// connections, for quick before/after comparisons.
     #[arg(long)]
     throughput_only: bool,
-    /// Run this executable as the proxies (a `kapal-bench` build, e.g. an older one to compare
-    /// against) instead of this one.
+    /// The `kapal` executable whose `kapal proxy` is measured (default: the one beside this
+    /// executable, if there is one; else this executable serves as the proxy).
+    #[arg(long)]
+    kapal: Option<PathBuf>,
+    /// Run this executable as the proxies instead: a `kapal` or a `kapal-bench` build (told apart
+    /// by its file name), e.g. an older one to compare against.
     #[arg(long)]
     proxy_exe: Option<PathBuf>,
-    /// Also run this executable (another `kapal-bench` build) as a plain proxy, measured
-    /// as "kapal proxy (compare)" in the throughput rounds, interleaved with the others.
+    /// Also run this executable (another `kapal` or `kapal-bench` build) as a plain proxy,
+    /// measured as "kapal proxy (compare)" in the throughput rounds, interleaved with the others.
     #[arg(long)]
     compare_exe: Option<PathBuf>,
     /// Throughput rounds: each round measures every target once, in turn, so that slow drifts
@@ -84,12 +89,23 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
+/// The executable the proxies run: `--proxy-exe`, `--kapal`, the `kapal` beside this one, or this one.
+fn proxy_exe(args: &Args) -> anyhow::Result<PathBuf> {
+    if let Some(exe) = args.proxy_exe.as_ref().or(args.kapal.as_ref()) {
+        return Ok(exe.clone());
+    }
+    let me = std::env::current_exe()?;
+    let product = me.with_file_name("kapal");
+    Ok(if product.is_file() && !args.proxy_current_thread { product } else { me })
+}
+
+/// Whether `exe` is a `kapal-bench` build (proxy with `proxy --serve`) rather than `kapal`.
+fn is_bench(exe: &Path) -> bool {
+    exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kapal-bench"))
+}
+
 async fn spawn_proxy(config: &Path, identity: Option<&Path>, args: &Args) -> anyhow::Result<ProxyProcess> {
-    let exe = match &args.proxy_exe {
-        Some(exe) => exe.clone(),
-        None => std::env::current_exe()?,
-    };
-    spawn_proxy_exe(&exe, config, identity, args.proxy_current_thread).await
+    spawn_proxy_exe(&proxy_exe(args)?, config, identity, args.proxy_current_thread).await
 }
 
 async fn spawn_proxy_exe(
@@ -100,9 +116,16 @@ async fn spawn_proxy_exe(
 ) -> anyhow::Result<ProxyProcess> {
     let admin = free_addr()?;
     let mut cmd = pinned(&exe.to_string_lossy());
-    cmd.arg("proxy").arg("--serve").arg(config).arg("--admin").arg(admin.to_string());
-    if current_thread {
-        cmd.arg("--proxy-current-thread");
+    if is_bench(exe) {
+        cmd.arg("proxy").arg("--serve").arg(config).arg("--admin").arg(admin.to_string());
+        if current_thread {
+            cmd.arg("--proxy-current-thread");
+        }
+    } else {
+        anyhow::ensure!(!current_thread, "--proxy-current-thread needs a kapal-bench build as the proxy");
+        // The product's command line, with the bench's limits: 10,000 idle connections and more.
+        cmd.arg("proxy").arg("--config").arg(config).arg("--admin").arg(admin.to_string());
+        cmd.args(["--drain-timeout", "1s", "--max-connections", "50000"]).env("RUST_LOG", "warn");
     }
     if let Some(dir) = identity {
         cmd.arg("--identity-dir").arg(dir);
@@ -333,6 +356,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let client = spawn_proxy(&client_cfg, Some(&client_id), &args).await?;
 
     println!("| figure | measured | target |\n|---|---|---|");
+    row("proxy executable", proxy_exe(&args)?.display().to_string(), "");
     row("proxy RSS idle", format!("{:.1} MiB", rss_mib(one.child.id())), "≤ 15 MB");
     let duration = Duration::from_secs(args.duration);
     let others = baselines(dir.path(), app).await?;
