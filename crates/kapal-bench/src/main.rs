@@ -54,7 +54,7 @@ fn main() -> anyhow::Result<()> {
         match cli.scenario {
             Scenario::Api(args) => api::run(&cli.kapal, args).await,
             Scenario::Store(args) => store::run(args).await,
-            Scenario::Proxy(args) => proxy::run(args).await,
+            Scenario::Proxy(args) => proxy::run(&cli.kapal, args).await,
             Scenario::Scheduler(args) => scheduler::run(&cli.kapal, args).await,
             Scenario::Workloads(args) => workloads::run(&cli.kapal, args).await,
         }

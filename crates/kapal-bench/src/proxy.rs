@@ -2,9 +2,9 @@
 //!
 //! One run measures, side by side: the backend directly; through one proxy (plaintext); and
 //! through a client-side + server-side proxy pair with mutual TLS, as in a mesh. The proxies
-//! run as child processes: the product, `kapal proxy` (the `kapal` executable beside this one,
-//! or `--kapal`), or else this binary re-executed with the hidden `--serve` flag, which calls
-//! `kapal_mesh::run`, the same entry point. They are pinned to CPU 1 with `taskset`
+//! run as child processes: the product, `kapal proxy` (`kapal-bench --kapal`, by default
+//! target/release/kapal), or else this binary re-executed with the hidden `--serve` flag, which
+//! calls `kapal_mesh::run`, the same entry point. They are pinned to CPU 1 with `taskset`
 //! when it exists, so that their RSS is their own and their CPU is one core. For the
 //! throughput rounds the scenario itself (load generator and backend) keeps to CPU 0, so that
 //! a proxy has its core to itself: otherwise the generator's threads share it, and a proxy that
@@ -47,10 +47,6 @@ pub struct Args {
     /// connections, for quick before/after comparisons.
     #[arg(long)]
     throughput_only: bool,
-    /// The `kapal` executable whose `kapal proxy` is measured (default: the one beside this
-    /// executable, if there is one; else this executable serves as the proxy).
-    #[arg(long)]
-    kapal: Option<PathBuf>,
     /// Run this executable as the proxies instead: a `kapal` or a `kapal-bench` build (told apart
     /// by its file name), e.g. an older one to compare against.
     #[arg(long)]
@@ -89,23 +85,19 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// The executable the proxies run: `--proxy-exe`, `--kapal`, the `kapal` beside this one, or this one.
-fn proxy_exe(args: &Args) -> anyhow::Result<PathBuf> {
-    if let Some(exe) = args.proxy_exe.as_ref().or(args.kapal.as_ref()) {
-        return Ok(exe.clone());
-    }
-    let me = std::env::current_exe()?;
-    let product = me.with_file_name("kapal");
-    Ok(if product.is_file() && !args.proxy_current_thread { product } else { me })
+/// The executable the proxies run: `--proxy-exe`, else `kapal` when it exists (and no
+/// current-thread runtime is asked for, which only this binary has), else this one.
+fn proxy_exe(kapal: &Path, args: &Args) -> anyhow::Result<PathBuf> {
+    Ok(match &args.proxy_exe {
+        Some(exe) => exe.clone(),
+        None if kapal.is_file() && !args.proxy_current_thread => kapal.to_path_buf(),
+        None => std::env::current_exe()?,
+    })
 }
 
 /// Whether `exe` is a `kapal-bench` build (proxy with `proxy --serve`) rather than `kapal`.
 fn is_bench(exe: &Path) -> bool {
     exe.file_name().is_some_and(|n| n.to_string_lossy().starts_with("kapal-bench"))
-}
-
-async fn spawn_proxy(config: &Path, identity: Option<&Path>, args: &Args) -> anyhow::Result<ProxyProcess> {
-    spawn_proxy_exe(&proxy_exe(args)?, config, identity, args.proxy_current_thread).await
 }
 
 async fn spawn_proxy_exe(
@@ -309,7 +301,7 @@ async fn serve(args: &Args, config: PathBuf) -> anyhow::Result<()> {
     Ok(kapal_mesh::run(proxy_args).await?)
 }
 
-pub async fn run(args: Args) -> anyhow::Result<()> {
+pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
     if let Some(config) = args.serve.clone() {
         if !args.proxy_current_thread {
             return serve(&args, config).await;
@@ -351,12 +343,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         &server_cfg,
         format!("{HEAD}inbound: [{{listen: '{mesh_in}', forwardPort: {}, requireMtls: true}}]\n", app.port()),
     )?;
-    let one = spawn_proxy(&plain_cfg, None, &args).await?;
-    let server = spawn_proxy(&server_cfg, Some(&server_id), &args).await?;
-    let client = spawn_proxy(&client_cfg, Some(&client_id), &args).await?;
+    let exe = proxy_exe(kapal, &args)?;
+    let one = spawn_proxy_exe(&exe, &plain_cfg, None, args.proxy_current_thread).await?;
+    let server = spawn_proxy_exe(&exe, &server_cfg, Some(&server_id), args.proxy_current_thread).await?;
+    let client = spawn_proxy_exe(&exe, &client_cfg, Some(&client_id), args.proxy_current_thread).await?;
 
     println!("| figure | measured | target |\n|---|---|---|");
-    row("proxy executable", proxy_exe(&args)?.display().to_string(), "");
+    row("proxy executable", exe.display().to_string(), "");
     row("proxy RSS idle", format!("{:.1} MiB", rss_mib(one.child.id())), "≤ 15 MB");
     let duration = Duration::from_secs(args.duration);
     let others = baselines(dir.path(), app).await?;
