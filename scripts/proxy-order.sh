@@ -9,14 +9,16 @@
 #   2. traffic: a client-side proxy (a plain service and a meshed one) and a server-side proxy
 #      (inbound, mutual TLS required) in front of a Python backend, HTTP/1.1 and HTTP/2 requests.
 # The file lists what (1) ran, then what only (2) ran. `scripts/proxy-order.sh --check` instead
-# reports how many of the listed names today's release binary still has.
+# reports how many of the listed names today's release binary still has. KEEP=1 keeps the work
+# directory (profiles, logs) for a look.
 #
-# Needs valgrind, openssl, curl and python3. Only loopback addresses are used.
+# Needs valgrind, openssl, curl, nginx, nm (binutils) and python3. Only loopback addresses are used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ORDER=crates/kapal/proxy.order
-KAPAL=$PWD/target/release/kapal
 cargo build --release -p kapal
+TARGET_DIR=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+KAPAL=$TARGET_DIR/release/kapal
 
 if [[ ${1:-} == --check ]]; then
   total=$(wc -l <"$ORDER")
@@ -25,6 +27,9 @@ if [[ ${1:-} == --check ]]; then
   exit 0
 fi
 
+for tool in valgrind openssl curl nginx python3; do
+  command -v "$tool" >/dev/null || { echo "proxy-order.sh needs $tool" >&2; exit 1; }
+done
 W=$(mktemp -d)
 pids=()
 cleanup() {
@@ -34,6 +39,12 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# Waits until something listens on 127.0.0.1:$1.
+listening() {
+  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
 
 # Mesh identities: a CA and one SPIFFE leaf per side, as the control plane would write them.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=mesh-ca -days 1 \
@@ -67,10 +78,14 @@ EOF
 pids+=($!)
 # An HTTP/2 (h2c) backend, for the proxy's HTTP/2 client.
 H2APP=$(port)
-printf 'daemon off; pid %s/nginx.pid; error_log %s/nginx.err;\nevents {}\nhttp { access_log off; server { listen 127.0.0.1:%s http2; location / { return 200 "hello\\n"; } } }\n' \
-  "$W" "$W" "$H2APP" >"$W/nginx.conf"
-nginx -c "$W/nginx.conf" &
+mkdir -p "$W/nginx/tmp"
+printf 'daemon off; pid nginx.pid; error_log nginx.err;\nevents {}\nhttp { access_log off; client_body_temp_path tmp/body; proxy_temp_path tmp/proxy;
+  fastcgi_temp_path tmp/fastcgi; uwsgi_temp_path tmp/uwsgi; scgi_temp_path tmp/scgi;
+  server { listen 127.0.0.1:%s http2; location / { return 200 "hello\\n"; } } }\n' "$H2APP" >"$W/nginx/nginx.conf"
+nginx -p "$W/nginx" -e "$W/nginx/nginx.err" -c "$W/nginx/nginx.conf" &
 pids+=($!)
+listening "$APP"
+listening "$H2APP"
 
 # Runs `kapal proxy` under callgrind in the background: NAME CONFIG IDENTITY ADMIN
 proxy() {
@@ -84,7 +99,14 @@ ready() {
   echo "proxy on admin port $1 did not become ready" >&2
   exit 1
 }
-stop() { kill -TERM "$1"; wait "$1" || true; }
+# Stops a proxy (callgrind writes its profile as it exits) and forgets its pid.
+stop() {
+  kill -TERM "$1"
+  wait "$1" || true
+  local rest=() p
+  for p in "${pids[@]}"; do [[ $p == "$1" ]] || rest+=("$p"); done
+  pids=("${rest[@]}")
+}
 HEAD='apiVersion: kapal.dev/v1alpha1
 kind: ProxyConfig'
 
@@ -130,7 +152,7 @@ curl -sf "127.0.0.1:$CADMIN/metrics" >/dev/null
 stop "$client"
 stop "$server"
 
-python3 - "$W" >"$ORDER" <<'EOF'
+python3 - "$W" >"$W/order" <<'EOF'
 import re, sys
 def ran(path):
     """Functions of the kapal executable that ran, from a callgrind profile."""
@@ -156,4 +178,6 @@ traffic = ran(f"{w}/client.cg") | ran(f"{w}/server.cg")
 print("\n".join(sorted(idle) + sorted(traffic - idle)))
 print(f"{len(idle)} functions at start and idle, {len(traffic - idle)} more with traffic", file=sys.stderr)
 EOF
+[[ -s $W/order ]] || { echo "no functions found in the profiles" >&2; exit 1; }
+mv "$W/order" "$ORDER"
 echo "wrote $ORDER; relink with: cargo build --release -p kapal"

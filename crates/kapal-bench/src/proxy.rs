@@ -88,10 +88,20 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 /// The executable the proxies run: `--proxy-exe`, else `kapal` when it exists (and no
 /// current-thread runtime is asked for, which only this binary has), else this one.
 fn proxy_exe(kapal: &Path, args: &Args) -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
     Ok(match &args.proxy_exe {
         Some(exe) => exe.clone(),
-        None if kapal.is_file() && !args.proxy_current_thread => kapal.to_path_buf(),
-        None => std::env::current_exe()?,
+        None if kapal.is_file() && !args.proxy_current_thread => {
+            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+            if modified(kapal) < modified(&me) {
+                eprintln!(
+                    "warning: {} is older than this benchmark; rebuild it to measure today's proxy",
+                    kapal.display()
+                );
+            }
+            kapal.to_path_buf()
+        }
+        None => me,
     })
 }
 
@@ -114,7 +124,10 @@ async fn spawn_proxy_exe(
             cmd.arg("--proxy-current-thread");
         }
     } else {
-        anyhow::ensure!(!current_thread, "--proxy-current-thread needs a kapal-bench build as the proxy");
+        anyhow::ensure!(
+            !current_thread,
+            "--proxy-current-thread needs a kapal-bench build as the proxy (one whose file name starts with kapal-bench)"
+        );
         // The product's command line, with the bench's limits: 10,000 idle connections and more.
         cmd.arg("proxy").arg("--config").arg(config).arg("--admin").arg(admin.to_string());
         cmd.args(["--drain-timeout", "1s", "--max-connections", "50000"]).env("RUST_LOG", "warn");

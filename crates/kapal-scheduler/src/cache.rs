@@ -451,6 +451,19 @@ mod tests {
     }
 
     #[test]
+    fn a_namespace_relist_drops_namespaces_whose_deletion_was_missed() {
+        let mut c = Cache::default();
+        let labels = |team: &str| std::collections::BTreeMap::from([("team".to_string(), team.to_string())]);
+        assert!(c.set_namespace("team-a", Some(labels("a"))));
+        assert!(c.set_namespace("gone", Some(labels("x"))));
+        assert!(!c.set_namespace("team-a", Some(labels("a"))), "the same labels are no change");
+        let listed = crate::podinfo::NamespaceLabels::from([("team-a".to_string(), labels("a"))]);
+        assert!(c.replace_namespaces(listed.clone()), "a namespace went away");
+        assert_eq!(c.namespace_labels(), &listed);
+        assert!(!c.replace_namespaces(listed), "the same listing is no change");
+    }
+
+    #[test]
     fn image_names_are_normalized() {
         assert_eq!(normalized_image("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(normalized_image("quay.io/a/b:1"), "quay.io/a/b:1");

@@ -1,5 +1,8 @@
-//! Watches Nodes and Pods with kube-rs watchers (list, then watch, relist on 410) and feeds the
-//! scheduler's state. A relist replaces what the scheduler knows, so missed events heal.
+//! Watches Nodes, Pods, PodDisruptionBudgets, Namespaces and PriorityClasses with kube-rs
+//! watchers (list, then watch, relist on 410) and feeds the scheduler's state. A relist replaces
+//! what the scheduler knows, so missed events heal. Scheduling starts once nodes, pods, priority
+//! classes and namespaces are listed; a kind that cannot be listed is retried with back-off, and
+//! scheduling waits for it, as kube-scheduler waits for its caches to sync.
 
 use std::sync::Arc;
 

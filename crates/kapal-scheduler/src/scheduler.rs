@@ -317,6 +317,9 @@ pub enum Informer {
     Namespaces,
 }
 
+/// How many [`Informer`]s there are.
+const INFORMERS: usize = Informer::Namespaces as usize + 1;
+
 /// The scheduler: shared state, a wake-up for the loop, and the binder.
 #[derive(Debug)]
 pub struct Scheduler {
@@ -324,13 +327,18 @@ pub struct Scheduler {
     wake: Notify,
     binder: Binder,
     /// Which informers have listed once.
-    synced: watch::Sender<[bool; 4]>,
+    synced: watch::Sender<[bool; INFORMERS]>,
 }
 
 impl Scheduler {
     /// A scheduler writing through `binder`.
     pub fn new(binder: Binder) -> Scheduler {
-        Scheduler { state: Mutex::default(), wake: Notify::new(), binder, synced: watch::Sender::new([false; 4]) }
+        Scheduler {
+            state: Mutex::default(),
+            wake: Notify::new(),
+            binder,
+            synced: watch::Sender::new([false; INFORMERS]),
+        }
     }
 
     /// Locks the state (a poisoned lock is still usable: every update leaves it consistent).

@@ -359,15 +359,17 @@ async fn connect(connector: &Connector) -> Result<Sender, SendError> {
 }
 
 /// HTTP/1.1 sends the path (`origin-form`, or `authority-form` for CONNECT) and names the
-/// authority in `Host`: the one of an absolute URI when the client sent no `Host`, else the
-/// endpoint's address.
+/// authority in `Host`: the request target's own when it has one (an absolute URI, or HTTP/2's
+/// `:authority`), which routing matched and which a proxy puts in place of the client's `Host`
+/// (RFC 9112 §3.2.2); else the client's `Host`; else the endpoint's address.
 fn to_origin_form(req: &mut http::Request<Body>, fallback: std::net::SocketAddr) -> Result<(), SendError> {
     let bad = |e: &dyn std::fmt::Display| SendError::Connect(format!("request target: {e}").into());
-    if !req.headers().contains_key(header::HOST) {
-        let host = match req.uri().authority() {
-            Some(a) => HeaderValue::from_str(a.as_str()).map_err(|e| bad(&e))?,
-            None => HeaderValue::try_from(fallback.to_string()).map_err(|e| bad(&e))?,
-        };
+    let host = match req.uri().authority() {
+        Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|e| bad(&e))?),
+        None if req.headers().contains_key(header::HOST) => None,
+        None => Some(HeaderValue::try_from(fallback.to_string()).map_err(|e| bad(&e))?),
+    };
+    if let Some(host) = host {
         req.headers_mut().insert(header::HOST, host);
     }
     if req.method() == Method::CONNECT {
@@ -483,10 +485,13 @@ mod tests {
         to_origin_form(&mut r, ep).unwrap();
         assert_eq!(r.uri(), "/a?x=1");
         assert_eq!(r.headers()[header::HOST], "web.default:80");
-        // The client's Host wins over an absolute URI's authority, as in hyper's client.
-        let mut r = req("http://api.example", Some("kept"));
+        // An absolute URI's authority replaces the client's Host (RFC 9112 §3.2.2).
+        let mut r = req("http://api.example", Some("replaced"));
         to_origin_form(&mut r, ep).unwrap();
         assert_eq!(r.uri(), "/");
+        assert_eq!(r.headers()[header::HOST], "api.example");
+        let mut r = req("/y", Some("kept"));
+        to_origin_form(&mut r, ep).unwrap();
         assert_eq!(r.headers()[header::HOST], "kept");
         let mut r = req("/x", None);
         to_origin_form(&mut r, ep).unwrap();
