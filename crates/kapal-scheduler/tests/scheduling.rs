@@ -446,3 +446,39 @@ async fn anti_affinity_with_a_namespace_selector_counts_pods_in_the_selected_nam
         assert_eq!(c.bound(&format!("web-{i}")).await, "n2", "web-{i} was placed next to team-a's database");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduling_waits_for_namespace_labels() {
+    use k8s_openapi::api::core::v1::Namespace;
+    let c = cluster().await;
+    let ns = json!({"metadata": {"name": "team-a", "labels": {"team": "a"}}});
+    Api::<Namespace>::all(c.client.clone())
+        .create(&PostParams::default(), &serde_json::from_value(ns).unwrap())
+        .await
+        .unwrap();
+    // Scoring alone would choose the emptier n1, where team-a's database runs.
+    c.node("n1", "64", json!({}), json!([])).await;
+    c.node("n2", "2", json!({}), json!([])).await;
+    let db = json!({"metadata": {"name": "db", "labels": {"app": "db"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
+    let team_a: Api<Pod> = Api::namespaced(c.client.clone(), "team-a");
+    team_a.create(&PostParams::default(), &serde_json::from_value(db).unwrap()).await.unwrap();
+    // The scheduler's client lists namespaces two seconds late; the pod is there before that.
+    let inner = c.client.clone();
+    let late = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let inner = inner.clone();
+        async move {
+            let list = req.uri().path() == "/api/v1/namespaces" && !req.uri().query().unwrap_or("").contains("watch");
+            if list {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            inner.send(req).await
+        }
+    });
+    let _s = start_scheduler(&kube::Client::new(late, "default"));
+    let away = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+        {"labelSelector": {"matchLabels": {"app": "db"}}, "namespaceSelector": {"matchLabels": {"team": "a"}},
+         "topologyKey": "kubernetes.io/hostname"}]}}});
+    c.pod("web", "1", json!({"app": "web"}), away).await;
+    assert_eq!(c.bound("web").await, "n2", "web was placed before the namespace labels were known");
+}
