@@ -35,7 +35,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [[ -n ${KEEP:-} ]] || rm -rf "$W"
+  [[ ${KEEP:-0} != 0 ]] || rm -rf "$W"
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -101,7 +101,7 @@ ready() {
 }
 # Stops a proxy (callgrind writes its profile as it exits) and forgets its pid.
 stop() {
-  kill -TERM "$1"
+  kill -TERM "$1" 2>/dev/null || echo "proxy $1 had already stopped; see its log (KEEP=1 keeps $W)" >&2
   wait "$1" || true
   local rest=() p
   for p in "${pids[@]}"; do [[ $p == "$1" ]] || rest+=("$p"); done

@@ -88,20 +88,10 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
 /// The executable the proxies run: `--proxy-exe`, else `kapal` when it exists (and no
 /// current-thread runtime is asked for, which only this binary has), else this one.
 fn proxy_exe(kapal: &Path, args: &Args) -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
     Ok(match &args.proxy_exe {
         Some(exe) => exe.clone(),
-        None if kapal.is_file() && !args.proxy_current_thread => {
-            let modified = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-            if modified(kapal) < modified(&me) {
-                eprintln!(
-                    "warning: {} is older than this benchmark; rebuild it to measure today's proxy",
-                    kapal.display()
-                );
-            }
-            kapal.to_path_buf()
-        }
-        None => me,
+        None if kapal.is_file() && !args.proxy_current_thread => kapal.to_path_buf(),
+        None => std::env::current_exe()?,
     })
 }
 

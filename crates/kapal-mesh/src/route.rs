@@ -354,6 +354,18 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
     })
 }
 
+/// Whether a modifier sets or adds `Host`.
+pub fn sets_host(m: &HeaderModifier) -> bool {
+    m.set.iter().chain(&m.add).any(|h| h.name.eq_ignore_ascii_case("host"))
+}
+
+/// `uri` with its authority replaced by `host` (`host[:port]`); `None` when that is no authority.
+pub fn with_authority(uri: &Uri, host: &[u8]) -> Option<Uri> {
+    let mut parts = uri.clone().into_parts();
+    parts.authority = Some(http::uri::Authority::try_from(host).ok()?);
+    Uri::from_parts(parts).ok()
+}
+
 /// Applies `set`, `add` and `remove`; invalid names/values were rejected by validation.
 pub fn apply_header_modifier(headers: &mut HeaderMap, m: &HeaderModifier) {
     for h in &m.set {

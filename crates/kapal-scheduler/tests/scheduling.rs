@@ -463,22 +463,26 @@ async fn scheduling_waits_for_namespace_labels() {
         "spec": {"nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]}});
     let team_a: Api<Pod> = Api::namespaced(c.client.clone(), "team-a");
     team_a.create(&PostParams::default(), &serde_json::from_value(db).unwrap()).await.unwrap();
-    // The scheduler's client lists namespaces two seconds late; the pod is there before that.
+    // The scheduler's client holds its namespace LIST until the pod is there.
+    let (open, gate) = tokio::sync::watch::channel(false);
     let inner = c.client.clone();
-    let late = tower::service_fn(move |req: http::Request<kube::client::Body>| {
-        let inner = inner.clone();
+    let held = tower::service_fn(move |req: http::Request<kube::client::Body>| {
+        let (inner, mut gate) = (inner.clone(), gate.clone());
         async move {
-            let list = req.uri().path() == "/api/v1/namespaces" && !req.uri().query().unwrap_or("").contains("watch");
-            if list {
-                tokio::time::sleep(Duration::from_secs(2)).await;
+            let query = req.uri().query().unwrap_or_default();
+            if req.uri().path() == "/api/v1/namespaces" && !query.contains("watch=true") {
+                let _ = gate.wait_for(|open| *open).await;
             }
             inner.send(req).await
         }
     });
-    let _s = start_scheduler(&kube::Client::new(late, "default"));
+    let _s = start_scheduler(&kube::Client::new(held, "default"));
     let away = json!({"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
         {"labelSelector": {"matchLabels": {"app": "db"}}, "namespaceSelector": {"matchLabels": {"team": "a"}},
          "topologyKey": "kubernetes.io/hostname"}]}}});
     c.pod("web", "1", json!({"app": "web"}), away).await;
-    assert_eq!(c.bound("web").await, "n2", "web was placed before the namespace labels were known");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(c.node_of("web").await, None, "web was placed before the namespace labels were known");
+    open.send(true).unwrap();
+    assert_eq!(c.bound("web").await, "n2");
 }

@@ -359,13 +359,14 @@ async fn connect(connector: &Connector) -> Result<Sender, SendError> {
 }
 
 /// HTTP/1.1 sends the path (`origin-form`, or `authority-form` for CONNECT) and names the
-/// authority in `Host`: the request target's own when it has one (an absolute URI, or HTTP/2's
-/// `:authority`), which routing matched and which a proxy puts in place of the client's `Host`
-/// (RFC 9112 §3.2.2); else the client's `Host`; else the endpoint's address.
+/// authority in `Host`: the request target's own when it has one (an absolute URI, HTTP/2's
+/// `:authority`, or one a route's filter set), which a proxy puts in place of the client's
+/// `Host` (RFC 9112 §3.2.2), without user info; else the client's `Host`; else the endpoint's
+/// address.
 fn to_origin_form(req: &mut http::Request<Body>, fallback: std::net::SocketAddr) -> Result<(), SendError> {
     let bad = |e: &dyn std::fmt::Display| SendError::Connect(format!("request target: {e}").into());
     let host = match req.uri().authority() {
-        Some(a) => Some(HeaderValue::from_str(a.as_str()).map_err(|e| bad(&e))?),
+        Some(a) => Some(HeaderValue::from_str(crate::http::without_userinfo(a)).map_err(|e| bad(&e))?),
         None if req.headers().contains_key(header::HOST) => None,
         None => Some(HeaderValue::try_from(fallback.to_string()).map_err(|e| bad(&e))?),
     };
@@ -493,6 +494,11 @@ mod tests {
         let mut r = req("/y", Some("kept"));
         to_origin_form(&mut r, ep).unwrap();
         assert_eq!(r.headers()[header::HOST], "kept");
+        // User info is no part of a Host (nor sent on).
+        let mut r = req("http://user:pw@api.example:8080/z", Some("b.example"));
+        to_origin_form(&mut r, ep).unwrap();
+        assert_eq!(r.uri(), "/z");
+        assert_eq!(r.headers()[header::HOST], "api.example:8080");
         let mut r = req("/x", None);
         to_origin_form(&mut r, ep).unwrap();
         assert_eq!(r.uri(), "/x");

@@ -170,6 +170,7 @@ fn is_authority(host: &[u8]) -> bool {
 fn absolute_uri(req: &Req, fallback: std::net::SocketAddr) -> Result<Uri, ProxyError> {
     let bad = |e: &dyn std::fmt::Display| ProxyError::BadRequest(format!("request target: {e}"));
     let authority = match req.uri().authority() {
+        Some(a) if a.as_str().contains('@') => Authority::try_from(super::without_userinfo(a)).map_err(|e| bad(&e))?,
         Some(a) => a.clone(),
         None => match req.headers().get(header::HOST) {
             Some(host) => Authority::try_from(host.as_bytes()).map_err(|e| bad(&e))?,
@@ -216,6 +217,9 @@ mod tests {
         assert_eq!(uri, "http://web.default:80/a/b?x=1");
         let uri = absolute_uri(&req("http://api.example/v1", Some("ignored")), ep).unwrap();
         assert_eq!(uri, "http://api.example/v1");
+        // `:authority` may not carry user info (RFC 9113 §8.3.1).
+        let uri = absolute_uri(&req("http://user:pw@api.example:81/v1", None), ep).unwrap();
+        assert_eq!(uri, "http://api.example:81/v1");
         assert_eq!(absolute_uri(&req("/", None), ep).unwrap(), "http://10.0.0.1:8080/");
         let err = absolute_uri(&req("/", Some("bad host")), ep).unwrap_err();
         assert_eq!(err.reason(), "bad-request");

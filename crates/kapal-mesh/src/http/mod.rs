@@ -117,6 +117,13 @@ pub(crate) fn connection_has(headers: &http::HeaderMap, token: &str) -> bool {
         .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
 }
 
+/// An authority's `host[:port]`, without the user info a URI may carry (`user:pw@`), which is
+/// neither a `Host` nor an `:authority` (RFC 9112 §3.2, RFC 9113 §8.3.1).
+pub(crate) fn without_userinfo(authority: &http::uri::Authority) -> &str {
+    let a = authority.as_str();
+    a.rsplit_once('@').map_or(a, |(_, host)| host)
+}
+
 /// A full body from bytes.
 pub fn full(bytes: impl Into<bytes::Bytes>) -> Body {
     Body::new(http_body_util::Full::new(bytes.into()))

@@ -173,7 +173,8 @@ async fn the_authority_moves_between_host_and_the_uri_when_the_version_changes()
     // Sent on as HTTP/2, the client's `Host` becomes `:authority` and is not also sent as a header
     // (nginx refuses a request with both as a "duplicate host header"); sent on as HTTP/1.1,
     // `:authority` becomes `Host` (hyper's HTTP/1.1 client would do that too). An absolute URI's
-    // authority wins over the client's `Host` either way (RFC 9112 §3.2.2): routing matched it.
+    // authority wins over the client's `Host` either way (RFC 9112 §3.2.2), and a `Host` a
+    // route's filter sets wins over both.
     let echo = serve(|req: Request<hyper::body::Incoming>| async move {
         let host = req.headers().get(http::header::HOST).map(|h| h.to_str().unwrap().to_string());
         let seen = format!("{:?} {:?} {:?}", req.version(), req.uri().authority().map(|a| a.to_string()), host);
@@ -184,6 +185,13 @@ async fn the_authority_moves_between_host_and_the_uri_when_the_version_changes()
         "services:
   - {{name: to-h2, listen: 127.0.0.1:0, protocol: http2, endpoints: [{{address: '{echo}'}}]}}
   - {{name: to-h1, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{echo}'}}]}}
+  - name: set-host
+    listen: 127.0.0.1:0
+    protocol: http1
+    endpoints: [{{address: '{echo}'}}]
+    routes:
+      - filters: [{{type: RequestHeaderModifier, requestHeaderModifier: {{set: [{{name: Host, value: c.example}}]}}}}]
+        backendRefs: [{{name: set-host}}]
 "
     ))
     .await;
@@ -203,9 +211,11 @@ async fn the_authority_moves_between_host_and_the_uri_when_the_version_changes()
     let res = sender.send_request(req).await.unwrap();
     let body = http_body_util::BodyExt::collect(res.into_body()).await.unwrap().to_bytes();
     assert_eq!(body, r#"HTTP/1.1 None Some("web.default:80")"#);
-    for (service, seen) in
-        [("to-h1", r#"HTTP/1.1 None Some("a.example")"#), ("to-h2", r#"HTTP/2.0 Some("a.example") None"#)]
-    {
+    for (service, seen) in [
+        ("to-h1", r#"HTTP/1.1 None Some("a.example")"#),
+        ("to-h2", r#"HTTP/2.0 Some("a.example") None"#),
+        ("set-host", r#"HTTP/1.1 None Some("c.example")"#),
+    ] {
         let mut s = tokio::net::TcpStream::connect(p.outbound_addr(service).await.unwrap()).await.unwrap();
         s.write_all(b"GET http://a.example/ HTTP/1.1\r\nHost: b.example\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut out = Vec::new();
