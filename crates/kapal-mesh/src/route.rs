@@ -245,8 +245,15 @@ impl Rule {
         let prefix = r.matches.first().and_then(|m| m.path.as_ref()).map_or("", |p| p.value.trim_end_matches('/'));
         for f in &r.filters {
             match f {
-                HttpRouteFilter::RequestHeaderModifier { request_header_modifier } => {
-                    rule.request_headers.push(request_header_modifier.clone())
+                HttpRouteFilter::RequestHeaderModifier { request_header_modifier: m } => {
+                    // A `Host` it sets names the request's authority too, as a URLRewrite
+                    // hostname does (where the request target has one, the upstream request is
+                    // addressed by it); a URLRewrite hostname wins, as it is applied last.
+                    if let Some(host) = m.set.iter().chain(&m.add).find(|h| h.name.eq_ignore_ascii_case("host")) {
+                        let rewrite = rule.rewrite.get_or_insert(Rewrite { hostname: None, path: None });
+                        rewrite.hostname.get_or_insert_with(|| host.value.clone());
+                    }
+                    rule.request_headers.push(m.clone())
                 }
                 HttpRouteFilter::ResponseHeaderModifier { response_header_modifier } => {
                     rule.response_headers.push(response_header_modifier.clone())
@@ -262,7 +269,8 @@ impl Rule {
                             replacement: replace_prefix_match.trim_end_matches('/').to_string(),
                         },
                     });
-                    rule.rewrite = Some(Rewrite { hostname: url_rewrite.hostname.clone(), path });
+                    let set_host = rule.rewrite.take().and_then(|r| r.hostname);
+                    rule.rewrite = Some(Rewrite { hostname: url_rewrite.hostname.clone().or(set_host), path });
                 }
                 HttpRouteFilter::RequestMirror { request_mirror } => rule.mirrors.push(request_mirror.clone()),
             }
@@ -352,18 +360,6 @@ fn query_param<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
-}
-
-/// Whether a modifier sets or adds `Host`.
-pub fn sets_host(m: &HeaderModifier) -> bool {
-    m.set.iter().chain(&m.add).any(|h| h.name.eq_ignore_ascii_case("host"))
-}
-
-/// `uri` with its authority replaced by `host` (`host[:port]`); `None` when that is no authority.
-pub fn with_authority(uri: &Uri, host: &[u8]) -> Option<Uri> {
-    let mut parts = uri.clone().into_parts();
-    parts.authority = Some(http::uri::Authority::try_from(host).ok()?);
-    Uri::from_parts(parts).ok()
 }
 
 /// Applies `set`, `add` and `remove`; invalid names/values were rejected by validation.

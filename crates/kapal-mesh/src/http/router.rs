@@ -82,15 +82,6 @@ impl<S: Inner> Router<S> {
         for m in &rule.request_headers {
             route::apply_header_modifier(req.headers_mut(), m);
         }
-        // A `Host` a filter set names the authority from now on, also where the request target
-        // has one of its own (an absolute URI, HTTP/2's `:authority`), which upstream requests
-        // are addressed by, as URLRewrite's hostname does.
-        if req.uri().authority().is_some() && rule.request_headers.iter().any(route::sets_host) {
-            let uri = req.uri().clone();
-            let host = req.headers().get(http::header::HOST).map(|h| h.as_bytes()).unwrap_or_default();
-            *req.uri_mut() = route::with_authority(&uri, host)
-                .ok_or_else(|| ProxyError::BadRequest(format!("Host set by a filter is no authority for {uri}")))?;
-        }
         if let Some(rewrite) = &rule.rewrite {
             let uri = req.uri().clone();
             let rewritten = route::rewrite_uri(&uri, req.headers_mut(), rewrite)
