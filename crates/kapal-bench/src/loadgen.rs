@@ -19,7 +19,7 @@ use tokio::sync::{Mutex, mpsc};
 use crate::stats::Samples;
 
 /// HTTP version of a run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Proto {
     /// HTTP/1.1 keep-alive over `connections` connections.
     H1,

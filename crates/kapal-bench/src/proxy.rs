@@ -33,6 +33,13 @@ pub struct Args {
     /// Request rates (req/s) of the latency figures.
     #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
     rates: Vec<u32>,
+    /// HTTP versions of the latency figures.
+    #[arg(long, value_delimiter = ',', default_value = "h1,h2")]
+    protos: Vec<Proto>,
+    /// Only the latency figures (and idle RSS): skips the throughput rounds and the idle
+    /// connections.
+    #[arg(long, conflicts_with = "throughput_only")]
+    latency_only: bool,
     /// HTTP/1.1 connections of the load generator.
     #[arg(long, default_value_t = 32)]
     connections: usize,
@@ -52,7 +59,7 @@ pub struct Args {
     #[arg(long)]
     proxy_exe: Option<PathBuf>,
     /// Also run this executable (another `kapal` or `kapal-bench` build) as a plain proxy,
-    /// measured as "kapal proxy (compare)" in the throughput rounds, interleaved with the others.
+    /// measured as "kapal proxy (compare)" beside the others in every latency run and throughput round.
     #[arg(long)]
     compare_exe: Option<PathBuf>,
     /// Throughput rounds: each round measures every target once, in turn, so that slow drifts
@@ -173,32 +180,44 @@ fn pinned(program: &str) -> Command {
     }
 }
 
-/// HAProxy and nginx (Debian packages) as plain HTTP/1.1 reverse proxies with one worker,
-/// when installed; each is ready once its port accepts connections.
-async fn baselines(dir: &Path, app: SocketAddr) -> anyhow::Result<Vec<(&'static str, SocketAddr, ProxyProcess)>> {
+/// A reverse proxy to compare with (HAProxy, nginx).
+struct Baseline {
+    name: &'static str,
+    /// Its HTTP/1.1 listener.
+    h1: SocketAddr,
+    /// Its HTTP/2 (prior knowledge, "h2c") listener, and what it speaks upstream.
+    h2: (SocketAddr, &'static str),
+    process: ProxyProcess,
+}
+
+/// HAProxy and nginx (Debian packages) as plain reverse proxies with one worker, when
+/// installed, each with an HTTP/1.1 and an HTTP/2 listener. HAProxy speaks the client's
+/// version upstream, as `kapal proxy` does; nginx can only proxy HTTP/1.x, so its HTTP/2
+/// figures translate to HTTP/1.1 upstream. Each is ready once its ports accept connections.
+async fn baselines(dir: &Path, app: SocketAddr) -> anyhow::Result<Vec<Baseline>> {
     let mut out = Vec::new();
     if Path::new("/usr/sbin/haproxy").exists() {
-        let addr = free_addr()?;
+        let (addr, h2) = (free_addr()?, free_addr()?);
         let cfg = dir.join("haproxy.cfg");
         std::fs::write(
             &cfg,
             format!(
-                "global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind {addr}\n  default_backend b\nbackend b\n  server app {app}\n"
+                "global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind {addr}\n  default_backend b\nbackend b\n  server app {app}\nfrontend f2\n  bind {h2} proto h2\n  default_backend b2\nbackend b2\n  server app {app} proto h2\n"
             ),
         )?;
         let child =
             pinned("/usr/sbin/haproxy").arg("-f").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null()).spawn()?;
-        out.push(("HAProxy", addr, ProxyProcess { child }));
+        out.push(Baseline { name: "HAProxy", h1: addr, h2: (h2, "HTTP/2"), process: ProxyProcess { child } });
     }
     if Path::new("/usr/sbin/nginx").exists() {
-        let addr = free_addr()?;
+        let (addr, h2) = (free_addr()?, free_addr()?);
         let prefix = dir.join("nginx");
         std::fs::create_dir_all(prefix.join("logs"))?;
         let cfg = prefix.join("nginx.conf");
         std::fs::write(
             &cfg,
             format!(
-                "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log stderr crit;\npid {pid};\nevents {{ worker_connections 9000; }}\nhttp {{\n  access_log off;\n  upstream app {{ server {app}; keepalive 64; }}\n  server {{\n    listen {addr};\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
+                "worker_processes 1;\ndaemon off;\nmaster_process off;\nerror_log stderr crit;\npid {pid};\nevents {{ worker_connections 9000; }}\nhttp {{\n  access_log off;\n  upstream app {{ server {app}; keepalive 64; }}\n  server {{\n    listen {addr};\n    listen {h2} http2;\n    keepalive_requests 1000000;\n    location / {{ proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n  }}\n}}\n",
                 pid = prefix.join("nginx.pid").display()
             ),
         )?;
@@ -210,13 +229,15 @@ async fn baselines(dir: &Path, app: SocketAddr) -> anyhow::Result<Vec<(&'static 
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()?;
-        out.push(("nginx", addr, ProxyProcess { child }));
+        out.push(Baseline { name: "nginx", h1: addr, h2: (h2, "HTTP/1.1"), process: ProxyProcess { child } });
     }
-    for (name, addr, _) in &out {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            anyhow::ensure!(Instant::now() < deadline, "{name} did not start listening on {addr}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    for b in &out {
+        for addr in [b.h1, b.h2.0] {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while tokio::net::TcpStream::connect(addr).await.is_err() {
+                anyhow::ensure!(Instant::now() < deadline, "{} did not start listening on {addr}", b.name);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     Ok(out)
@@ -362,22 +383,52 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         ("kapal proxy", plain, vec![one.child.id()]),
         ("kapal mesh pair (mTLS)", mesh_out, pair),
     ];
-    let protos = if args.throughput_only { vec![] } else { vec![Proto::H1, Proto::H2] };
-    for proto in protos {
+    let compare = match &args.compare_exe {
+        Some(exe) => {
+            let addr = free_addr()?;
+            let cfg = dir.path().join("compare.yaml");
+            std::fs::write(
+                &cfg,
+                format!("{HEAD}services:\n  - {{name: app, listen: '{addr}', endpoints: [{{address: '{app}'}}]}}\n"),
+            )?;
+            let proxy = spawn_proxy_exe(exe, &cfg, None, args.proxy_current_thread).await?;
+            targets.insert(2, ("kapal proxy (compare)", addr, vec![proxy.child.id()]));
+            Some(proxy)
+        }
+        None => None,
+    };
+    let protos = if args.throughput_only { &[][..] } else { &args.protos[..] };
+    for &proto in protos {
         for &rate in &args.rates {
             let mut baseline: Option<Samples> = None;
-            // HAProxy and nginx are configured for HTTP/1.1 only.
-            let h1_only = others.iter().map(|(name, addr, _)| (*name, *addr)).filter(|_| proto == Proto::H1);
-            for (name, addr) in targets.iter().map(|(name, addr, _)| (*name, *addr)).chain(h1_only) {
+            let ours = targets.iter().map(|(name, addr, pids)| (name.to_string(), *addr, pids.clone()));
+            let theirs = others.iter().map(|b| {
+                let pids = vec![b.process.child.id()];
+                match proto {
+                    Proto::H1 => (b.name.to_string(), b.h1, pids),
+                    Proto::H2 => (format!("{} ({} upstream)", b.name, b.h2.1), b.h2.0, pids),
+                }
+            });
+            for (name, addr, pids) in ours.chain(theirs) {
                 // Warm connection pools and the peak-EWMA estimates first.
                 loadgen::open_loop(addr, proto, rate, Duration::from_millis(500), args.connections).await?;
+                let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+                let (cpu_before, started) = (cpu(), Instant::now());
                 let run = loadgen::open_loop(addr, proto, rate, duration, args.connections).await?;
+                // The proxies' CPU time per request (user and system, 10 ms ticks).
+                let cpu_per_request = if pids.is_empty() {
+                    String::new()
+                } else {
+                    let used = cpu() - cpu_before;
+                    let requests = (run.achieved_rps * started.elapsed().as_secs_f64()).max(1.0);
+                    format!(", proxy CPU {:.0} µs per request", 1e6 * used / requests)
+                };
                 let s = &run.samples;
                 let label = format!("{proto:?} {rate} req/s {name}");
                 row(
                     &format!("{label}: p50/p99/p99.9"),
                     format!(
-                        "{} / {} / {} ({:.0} req/s, {} errors)",
+                        "{} / {} / {} ({:.0} req/s, {} errors{cpu_per_request})",
                         ms(s.pct_ms(50.0)),
                         ms(s.pct_ms(99.0)),
                         ms(s.pct_ms(99.9)),
@@ -402,28 +453,15 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
             }
         }
     }
-    targets.extend(others.iter().map(|(name, addr, p)| (*name, *addr, vec![p.child.id()])));
-    let compare = match &args.compare_exe {
-        Some(exe) => {
-            let addr = free_addr()?;
-            let cfg = dir.path().join("compare.yaml");
-            std::fs::write(
-                &cfg,
-                format!("{HEAD}services:\n  - {{name: app, listen: '{addr}', endpoints: [{{address: '{app}'}}]}}\n"),
-            )?;
-            let proxy = spawn_proxy_exe(exe, &cfg, None, args.proxy_current_thread).await?;
-            targets.insert(2, ("kapal proxy (compare)", addr, vec![proxy.child.id()]));
-            Some(proxy)
-        }
-        None => None,
-    };
+    targets.extend(others.iter().map(|b| (b.name, b.h1, vec![b.process.child.id()])));
     // Only now: the latency figures are taken with the generator free to use both CPUs, as
     // a sidecar's clients and servers are; one CPU of its own would add a cross-CPU wake-up to
     // every hop of every request, for every proxy alike.
     if pin {
         pin_self_to_cpu0()?;
     }
-    for round in 1..=args.rounds.max(1) {
+    let rounds = if args.latency_only { 0 } else { args.rounds.max(1) };
+    for round in 1..=rounds {
         let mut measured = Vec::new();
         for (name, addr, pids) in &targets {
             let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
@@ -453,7 +491,7 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
     }
     drop(compare);
     row("proxy RSS after load", format!("{:.1} MiB", rss_mib(one.child.id())), "");
-    if args.throughput_only {
+    if args.throughput_only || args.latency_only {
         return Ok(());
     }
     let mut held = Vec::with_capacity(args.idle_connections);
