@@ -1,8 +1,8 @@
 //! The body type inside the proxy.
 //!
 //! Every proxied request carries a client's body to an upstream and an upstream's body back, so
-//! those kinds are held as they are: bodies hyper received (client requests, HTTP/2 responses)
-//! and pooled HTTP/1.1 responses. Anything else (bodies the proxy makes, mirrored copies) is
+//! those kinds are held as they are: bodies hyper received (client requests), HTTP/2 response
+//! streams and pooled HTTP/1.1 responses. Anything else (bodies the proxy makes, mirrored copies) is
 //! boxed. A box per body would be two allocations per request, and a call through a vtable for
 //! every frame.
 
@@ -15,14 +15,16 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Frame, Incoming, SizeHint};
 
 use crate::BoxError;
-use crate::client::{PooledBody, WireBody};
+use crate::client::{H2Body, PooledBody, WireBody};
 
 /// A request or response body: bytes, with boxed errors.
 pub struct Body(Kind);
 
 enum Kind {
-    /// A body as hyper received it (a client's request, an upstream's HTTP/2 response).
+    /// A body as hyper received it (a client's request).
     Incoming(Incoming),
+    /// An upstream's HTTP/2 response.
+    H2(H2Body),
     /// An HTTP/1.1 response that gives its connection back to the pool when it ends.
     Pooled(PooledBody),
     /// An HTTP/1.1 response read from its connection as it is polled, likewise.
@@ -50,6 +52,10 @@ impl Body {
         Body(Kind::Pooled(body))
     }
 
+    pub(crate) fn h2(body: H2Body) -> Self {
+        Body(Kind::H2(body))
+    }
+
     pub(crate) fn wire(body: WireBody) -> Self {
         Body(Kind::Wire(body))
     }
@@ -62,6 +68,7 @@ impl hyper::body::Body for Body {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.0 {
             Kind::Incoming(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Kind::H2(b) => Pin::new(b).poll_frame(cx),
             Kind::Pooled(b) => Pin::new(b).poll_frame(cx),
             Kind::Wire(b) => Pin::new(b).poll_frame(cx),
             Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
@@ -71,6 +78,7 @@ impl hyper::body::Body for Body {
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Incoming(b) => b.is_end_stream(),
+            Kind::H2(b) => b.is_end_stream(),
             Kind::Pooled(b) => b.is_end_stream(),
             Kind::Wire(b) => b.is_end_stream(),
             Kind::Boxed(b) => b.is_end_stream(),
@@ -80,6 +88,7 @@ impl hyper::body::Body for Body {
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Kind::Incoming(b) => b.size_hint(),
+            Kind::H2(b) => b.size_hint(),
             Kind::Pooled(b) => b.size_hint(),
             Kind::Wire(b) => b.size_hint(),
             Kind::Boxed(b) => b.size_hint(),
@@ -91,6 +100,7 @@ impl std::fmt::Debug for Body {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let kind = match self.0 {
             Kind::Incoming(_) => "incoming",
+            Kind::H2(_) => "h2",
             Kind::Pooled(_) => "pooled",
             Kind::Wire(_) => "wire",
             Kind::Boxed(_) => "boxed",

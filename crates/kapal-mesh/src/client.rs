@@ -13,6 +13,7 @@ mod h1;
 mod h2;
 
 pub(crate) use h1::{PooledBody, WireBody};
+pub(crate) use h2::H2Body;
 
 use std::io;
 use std::net::SocketAddr;
@@ -489,5 +490,115 @@ mod tests {
             let req = http::Request::get(format!("http://{addr}/")).body(crate::http::full("")).unwrap();
             assert!(matches!(client.send(req, h2, tokio::time::Instant::now()).await, Err(SendError::Connect(_))));
         }
+    }
+
+    /// An HTTP/2 backend: `/echo` answers with the request's body and, as trailers, its length
+    /// and its `x-check` trailer; `/headers` answers with the names of the request's headers;
+    /// `/once` answers and then closes the connection.
+    async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+                let close_tx = std::sync::Mutex::new(Some(close_tx));
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    if req.uri().path() == "/once" {
+                        close_tx.lock().unwrap().take().map(|tx| tx.send(()));
+                    }
+                    async move {
+                        let body = match req.uri().path() {
+                            "/echo" => {
+                                let collected = req.into_body().collect().await.unwrap();
+                                let mut trailers = collected.trailers().cloned().unwrap_or_default();
+                                let bytes = collected.to_bytes();
+                                trailers.insert("x-len", bytes.len().into());
+                                let frames = [Ok::<_, Infallible>(Frame::data(bytes)), Ok(Frame::trailers(trailers))];
+                                StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
+                            }
+                            "/headers" => {
+                                let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+                                Full::new(Bytes::from(names.join(","))).map_err(|n| match n {}).boxed_unsync()
+                            }
+                            _ => Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync(),
+                        };
+                        Ok::<_, Infallible>(http::Response::new(body))
+                    }
+                });
+                tokio::spawn(async move {
+                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc);
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        // The response is on its way; the connection ends once it is sent.
+                        _ = close_rx => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    #[tokio::test]
+    async fn http2_bodies_stream_both_ways_beyond_the_flow_control_windows() {
+        let (addr, _) = h2_backend().await;
+        let client = client(addr);
+        // 6 MiB each way: more than a stream's window (hyper's server: 1 MiB; ours: 2 MiB) and
+        // the connection's (5 MiB), so both sides must give window back as they read.
+        let chunk: Vec<u8> = (0..65_536u32).map(|i| (i % 251) as u8).collect();
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-check", "abc".parse().unwrap());
+        let data = Bytes::from(chunk.clone());
+        let frames =
+            (0..96).map(move |_| Ok::<_, Infallible>(Frame::data(data.clone()))).chain([Ok(Frame::trailers(trailers))]);
+        let body = crate::Body::new(StreamBody::new(futures::stream::iter(frames)));
+        let mut req = http::Request::post(format!("http://{addr}/echo")).body(body).unwrap();
+        *req.version_mut() = http::Version::HTTP_2;
+        // A side that gives no window back stalls the exchange: fail rather than hang.
+        let exchange =
+            async { client.send(req, true, tokio::time::Instant::now()).await.unwrap().into_body().collect().await };
+        let collected = tokio::time::timeout(Duration::from_secs(30), exchange).await.expect("stalled").unwrap();
+        let trailers = collected.trailers().cloned().expect("trailers");
+        assert_eq!((trailers["x-len"].to_str().unwrap(), trailers["x-check"].to_str().unwrap()), ("6291456", "abc"));
+        let bytes = collected.to_bytes();
+        assert_eq!(bytes.len(), 96 * 65_536);
+        assert!(bytes.chunks(65_536).all(|c| c == &chunk[..]));
+    }
+
+    #[tokio::test]
+    async fn hop_by_hop_headers_are_not_sent_on_http2() {
+        let (addr, _) = h2_backend().await;
+        let client = client(addr);
+        let mut req = http::Request::get(format!("http://{addr}/headers"))
+            .header("connection", "keep-alive, x-hop")
+            .header("keep-alive", "timeout=5")
+            .header("x-hop", "1")
+            .header("te", "gzip")
+            .header("x-kept", "1")
+            .body(crate::http::full(""))
+            .unwrap();
+        *req.version_mut() = http::Version::HTTP_2;
+        let res = client.send(req, true, tokio::time::Instant::now()).await.unwrap();
+        assert_eq!(res.into_body().collect().await.unwrap().to_bytes(), "x-kept");
+    }
+
+    #[tokio::test]
+    async fn an_http2_connection_the_server_closed_is_replaced() {
+        let (addr, accepted) = h2_backend().await;
+        let client = client(addr);
+        assert_eq!(get(&client, "/once", true).await, "ok");
+        while client.h2.is_open() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(get(&client, "/", true).await, "ok");
+        assert_eq!(get(&client, "/", true).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 }
