@@ -75,7 +75,11 @@ impl<S: Inner> Observe<S> {
         let conn = &self.conn;
         let direction = conn.direction;
         let trace = TraceContext::continue_from(req.headers().get(&TRACEPARENT).and_then(|v| v.to_str().ok()));
-        if let Ok(v) = HeaderValue::from_bytes(&trace.traceparent()) {
+        if let Ok(mut v) = HeaderValue::from_bytes(&trace.traceparent()) {
+            // A new span ID per request: a value HPACK should never index. Entering each into
+            // an HTTP/2 connection's table would evict the headers that do repeat, which then
+            // go out in full again.
+            v.set_sensitive(true);
             req.headers_mut().insert(TRACEPARENT, v);
         }
         // A disabled span still evaluates and records its fields when tracing's `log` feature is

@@ -1,0 +1,110 @@
+#!/bin/bash
+# Instructions per proxied request: a count that, unlike latency and throughput on a shared
+# machine, does not move with the neighbours, for before/after comparisons of proxy changes.
+#
+#   scripts/proxy-instructions.sh [PROXY...]
+#
+# Each PROXY is a `kapal` executable (default: target/release/kapal) or the word `haproxy`
+# (Debian's, one thread, the same configuration as kapal-bench's). Each runs under callgrind in
+# front of nginx (answering "ok" over HTTP/1.1 and over HTTP/2 without TLS) and serves h2load's
+# requests on one keep-alive connection, one at a time: first 500, then 2,500. The difference of
+# the two totals, divided by 2,000, is what one more request costs in user space (startup and
+# connection set-up cancel out); system calls and the kernel's side are not counted.
+#
+# Needs valgrind, h2load (Debian nghttp2-client), nginx and curl; haproxy for `haproxy`.
+# Only loopback addresses are used; everything started is stopped and removed at the end.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+proxies=("$@")
+((${#proxies[@]})) || proxies=(target/release/kapal)
+for tool in valgrind h2load nginx curl callgrind_annotate; do
+  command -v "$tool" >/dev/null || { echo "proxy-instructions.sh needs $tool" >&2; exit 1; }
+done
+W=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_port() {
+  for _ in $(seq 300); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on 127.0.0.1:$1" >&2
+  return 1
+}
+
+H1=$(port) H2=$(port)
+mkdir -p "$W/nginx/logs"
+cat >"$W/nginx/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+master_process off;
+error_log stderr crit;
+pid $W/nginx/nginx.pid;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $W/nginx/body;
+  proxy_temp_path $W/nginx/proxy;
+  fastcgi_temp_path $W/nginx/fcgi;
+  uwsgi_temp_path $W/nginx/uwsgi;
+  scgi_temp_path $W/nginx/scgi;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$H1; location / { return 200 "ok"; } }
+  server { listen 127.0.0.1:$H2 http2; location / { return 200 "ok"; } }
+}
+EOF
+nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" &
+pids+=($!)
+wait_port "$H1"
+wait_port "$H2"
+
+# Total instructions of PROXY while it serves N requests of PROTO (h1 or h2).
+instructions() {
+  local proxy=$1 proto=$2 n=$3 listen backend out=$W/callgrind.out
+  listen=$(port)
+  backend=$([[ $proto == h2 ]] && echo "$H2" || echo "$H1")
+  rm -f "$out"
+  if [[ $proxy == haproxy ]]; then
+    local h2=""
+    [[ $proto == h2 ]] && h2=" proto h2"
+    printf 'global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:%s%s\n  default_backend b\nbackend b\n  server app 127.0.0.1:%s%s\n' \
+      "$listen" "$h2" "$backend" "$h2" >"$W/haproxy.cfg"
+    valgrind --tool=callgrind --callgrind-out-file="$out" /usr/sbin/haproxy -f "$W/haproxy.cfg" >/dev/null 2>&1 &
+  else
+    local protocol
+    protocol=$([[ $proto == h2 ]] && echo http2 || echo http1)
+    printf 'apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:\n  - {name: app, listen: "127.0.0.1:%s", protocol: %s, endpoints: [{address: "127.0.0.1:%s"}]}\n' \
+      "$listen" "$protocol" "$backend" >"$W/proxy.yaml"
+    valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy" proxy --config "$W/proxy.yaml" \
+      --admin "127.0.0.1:$(port)" >/dev/null 2>&1 &
+  fi
+  local v=$!
+  pids+=("$v")
+  wait_port "$listen"
+  local h1flag=()
+  [[ $proto == h1 ]] && h1flag=(--h1)
+  h2load "${h1flag[@]}" -n "$n" -c 1 -m 1 "http://127.0.0.1:$listen/" | grep -q "$n succeeded" ||
+    { echo "h2load: not all $n $proto requests through $proxy succeeded" >&2; return 1; }
+  # kapal stops on SIGINT; HAProxy only on SIGTERM (a graceful drain, for kapal).
+  kill "-$([[ $proxy == haproxy ]] && echo TERM || echo INT)" "$v"
+  wait "$v" 2>/dev/null || true
+  callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}'
+}
+
+printf '| proxy | HTTP/1.1 instructions per request | HTTP/2 instructions per request |\n|---|---|---|\n'
+for proxy in "${proxies[@]}"; do
+  row="| $proxy |"
+  for proto in h1 h2; do
+    a=$(instructions "$proxy" "$proto" 500)
+    b=$(instructions "$proxy" "$proto" 2500)
+    row+=" $(((b - a) / 2000)) |"
+  done
+  echo "$row"
+done
