@@ -11,13 +11,13 @@
 # the two totals, divided by 2,000, is what one more request costs in user space (startup and
 # connection set-up cancel out); system calls and the kernel's side are not counted.
 #
-# Needs valgrind, h2load (Debian nghttp2-client), nginx and curl; haproxy for `haproxy`.
+# Needs valgrind, h2load (Debian nghttp2-client), nginx and python3; haproxy for `haproxy`.
 # Only loopback addresses are used; everything started is stopped and removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proxies=("$@")
 ((${#proxies[@]})) || proxies=(target/release/kapal)
-for tool in valgrind h2load nginx curl callgrind_annotate; do
+for tool in valgrind h2load nginx callgrind_annotate python3; do
   command -v "$tool" >/dev/null || { echo "proxy-instructions.sh needs $tool" >&2; exit 1; }
 done
 W=$(mktemp -d)
@@ -65,10 +65,14 @@ pids+=($!)
 wait_port "$H1"
 wait_port "$H2"
 
-# Total instructions of PROXY while it serves N requests of PROTO (h1 or h2).
+# Total instructions of PROXY while it serves N requests of PROTO (h1 or h2). It runs in a
+# command substitution (a subshell): the proxy it starts is stopped here on every path.
 instructions() {
-  local proxy=$1 proto=$2 n=$3 listen backend out=$W/callgrind.out
+  local proxy=$1 proto=$2 n=$3 listen admin backend out=$W/callgrind.out v=
+  trap '[[ -z $v ]] || { kill -TERM "$v" 2>/dev/null; wait "$v" 2>/dev/null; }' RETURN
   listen=$(port)
+  admin=$(port)
+  while [[ $admin == "$listen" ]]; do admin=$(port); done
   backend=$([[ $proto == h2 ]] && echo "$H2" || echo "$H1")
   rm -f "$out"
   if [[ $proxy == haproxy ]]; then
@@ -83,18 +87,21 @@ instructions() {
     printf 'apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:\n  - {name: app, listen: "127.0.0.1:%s", protocol: %s, endpoints: [{address: "127.0.0.1:%s"}]}\n' \
       "$listen" "$protocol" "$backend" >"$W/proxy.yaml"
     valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy" proxy --config "$W/proxy.yaml" \
-      --admin "127.0.0.1:$(port)" >/dev/null 2>&1 &
+      --admin "127.0.0.1:$admin" >/dev/null 2>&1 &
   fi
-  local v=$!
-  pids+=("$v")
-  wait_port "$listen"
-  local h1flag=()
+  v=$!
+  wait_port "$listen" || return 1
+  local h1flag=() result
   [[ $proto == h1 ]] && h1flag=(--h1)
-  h2load "${h1flag[@]}" -n "$n" -c 1 -m 1 "http://127.0.0.1:$listen/" | grep -q "$n succeeded" ||
-    { echo "h2load: not all $n $proto requests through $proxy succeeded" >&2; return 1; }
-  # kapal stops on SIGINT; HAProxy only on SIGTERM (a graceful drain, for kapal).
-  kill "-$([[ $proxy == haproxy ]] && echo TERM || echo INT)" "$v"
+  result=$(h2load "${h1flag[@]}" -n "$n" -c 1 -m 1 "http://127.0.0.1:$listen/" 2>&1) || true
+  if [[ $result != *"$n succeeded"* ]]; then
+    echo "h2load: not all $n $proto requests through $proxy succeeded" >&2
+    return 1
+  fi
+  # Both stop on SIGTERM (HAProxy ignores SIGINT); callgrind writes its counts at exit.
+  kill -TERM "$v"
   wait "$v" 2>/dev/null || true
+  v=
   callgrind_annotate "$out" 2>/dev/null | awk '/PROGRAM TOTALS/{gsub(",", "", $1); print $1}'
 }
 
@@ -104,6 +111,7 @@ for proxy in "${proxies[@]}"; do
   for proto in h1 h2; do
     a=$(instructions "$proxy" "$proto" 500)
     b=$(instructions "$proxy" "$proto" 2500)
+    [[ $a =~ ^[0-9]+$ && $b =~ ^[0-9]+$ ]] || { echo "no instruction count for $proxy ($proto)" >&2; exit 1; }
     row+=" $(((b - a) / 2000)) |"
   done
   echo "$row"

@@ -506,8 +506,10 @@ mod tests {
                 let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
                 let close_tx = std::sync::Mutex::new(Some(close_tx));
                 let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    if req.uri().path() == "/once" {
-                        close_tx.lock().unwrap().take().map(|tx| tx.send(()));
+                    if req.uri().path() == "/once"
+                        && let Some(tx) = close_tx.lock().unwrap().take()
+                    {
+                        let _ = tx.send(());
                     }
                     async move {
                         let body = match req.uri().path() {
@@ -594,11 +596,56 @@ mod tests {
         let (addr, accepted) = h2_backend().await;
         let client = client(addr);
         assert_eq!(get(&client, "/once", true).await, "ok");
-        while client.h2.is_open() {
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
+        let closed = async {
+            while client.h2.is_open() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the closed connection was not noticed");
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_http2_request_stops_sending_its_body() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            // Reads the request body, never answers, and tells how the body ended.
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let ended_tx = ended_tx.clone();
+                async move {
+                    let mut body = req.into_body();
+                    let end = loop {
+                        match body.frame().await {
+                            Some(Ok(_)) => continue,
+                            Some(Err(_)) => break "reset",
+                            None => break "end",
+                        }
+                    };
+                    let _ = ended_tx.send(end);
+                    std::future::pending::<Result<http::Response<Full<Bytes>>, Infallible>>().await
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+        let client = client(addr);
+        // A client that sent a part of its body and then stalled.
+        let frames = futures::stream::iter([Ok::<_, Infallible>(Frame::data(Bytes::from_static(b"part")))])
+            .chain(futures::stream::pending());
+        let body = crate::Body::new(StreamBody::new(frames));
+        let mut req = http::Request::post(format!("http://{addr}/")).body(body).unwrap();
+        *req.version_mut() = http::Version::HTTP_2;
+        // The caller gives up (a per-try timeout): the stream is reset, not left open with a
+        // task feeding it.
+        let send = client.send(req, true, tokio::time::Instant::now());
+        assert!(tokio::time::timeout(Duration::from_millis(200), send).await.is_err());
+        let end = tokio::time::timeout(Duration::from_secs(5), ended.recv()).await.expect("the stream was left open");
+        assert_eq!(end, Some("reset"));
     }
 }

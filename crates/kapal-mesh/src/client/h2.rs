@@ -25,6 +25,7 @@ use super::{Connector, SendError};
 use crate::{Body, BoxError};
 
 /// hyper's client defaults, which this client had before it spoke `h2` itself.
+const MAX_SEND_STREAMS_BEFORE_SETTINGS: usize = 100;
 const STREAM_WINDOW: u32 = 2 << 20;
 const CONNECTION_WINDOW: u32 = 5 << 20;
 const MAX_SEND_BUFFER: usize = 1 << 20;
@@ -33,7 +34,11 @@ const MAX_HEADER_LIST: u32 = 16 << 10;
 /// A connection: its handle, and whether its task has ended.
 #[derive(Clone)]
 struct Conn {
-    tx: SendRequest<Bytes>,
+    /// Requests take turns with the connection's one handle, so that at most one stream waits
+    /// to be opened (beyond the server's SETTINGS_MAX_CONCURRENT_STREAMS), as in hyper's
+    /// client: the others wait here unsent, and go on a new connection if this one closes (a
+    /// stream already given an ID would instead fail with the connection's GOAWAY).
+    tx: Arc<tokio::sync::Mutex<SendRequest<Bytes>>>,
     closed: Arc<AtomicBool>,
 }
 
@@ -62,13 +67,14 @@ impl Shared {
             // future big.
             None => Box::pin(self.connect(connector, None)).await?,
         };
-        // `ready` waits for a stream slot (the server's SETTINGS_MAX_CONCURRENT_STREAMS); it
-        // fails when the connection can open no more streams, and then nothing was sent.
-        let Conn { tx, closed } = conn;
-        let mut tx = match tx.ready().await {
-            Ok(tx) => tx,
-            Err(_) => Box::pin(self.connect(connector, Some(&closed))).await?.tx.ready().await.map_err(io)?,
-        };
+        // Ready once the previous request's stream has opened; it fails when the connection
+        // can open no more streams, and then nothing was sent.
+        let mut tx = conn.tx.clone().lock_owned().await;
+        if std::future::poll_fn(|cx| tx.poll_ready(cx)).await.is_err() {
+            drop(tx);
+            tx = Box::pin(self.connect(connector, Some(&conn.closed))).await?.tx.lock_owned().await;
+            std::future::poll_fn(|cx| tx.poll_ready(cx)).await.map_err(|e| SendError::Connect(e.into()))?;
+        }
         let (mut parts, body) = req.into_parts();
         strip_connection_headers(&mut parts.headers);
         if let Some(len) = body.size_hint().exact()
@@ -80,10 +86,19 @@ impl Shared {
         let eos = body.is_end_stream();
         let (response, send) =
             tx.send_request(http::Request::from_parts(parts, ()), eos).map_err(|e| SendError::Connect(e.into()))?;
-        if !eos {
-            tokio::spawn(pipe(body, send));
+        drop(tx);
+        // Told when the response has come; dropped unsent when the request is abandoned first
+        // (a timeout, the client gone), which stops the body and resets the stream.
+        let answered = (!eos).then(|| {
+            let (answered, told) = tokio::sync::oneshot::channel();
+            tokio::spawn(pipe(body, send, told));
+            answered
+        });
+        let res = response.await.map_err(io)?;
+        if let Some(answered) = answered {
+            let _ = answered.send(());
         }
-        let (parts, recv) = response.await.map_err(io)?.into_parts();
+        let (parts, recv) = res.into_parts();
         let body = H2Body::new(recv).with_length(&parts.headers);
         Ok(http::Response::from_parts(parts, Body::h2(body)))
     }
@@ -131,6 +146,7 @@ impl Shared {
 async fn handshake(connector: &Connector) -> Result<Conn, BoxError> {
     let io = connector.connect(false).await?;
     let (tx, conn) = ::h2::client::Builder::new()
+        .initial_max_send_streams(MAX_SEND_STREAMS_BEFORE_SETTINGS)
         .initial_window_size(STREAM_WINDOW)
         .initial_connection_window_size(CONNECTION_WINDOW)
         .max_send_buffer_size(MAX_SEND_BUFFER)
@@ -146,7 +162,7 @@ async fn handshake(connector: &Connector) -> Result<Conn, BoxError> {
         }
         ended.store(true, Ordering::Release);
     });
-    Ok(Conn { tx, closed })
+    Ok(Conn { tx: Arc::new(tokio::sync::Mutex::new(tx)), closed })
 }
 
 fn io(e: ::h2::Error) -> SendError {
@@ -186,24 +202,29 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
 
 /// Streams a request body to its stream, waiting for flow-control capacity before each
 /// chunk, and ends the stream with an empty DATA frame or the trailers. A body that fails
-/// resets the stream (the server must not take a truncated body for a whole one).
-async fn pipe(mut body: Body, mut send: SendStream<Bytes>) {
-    let result: Result<(), BoxError> = async {
+/// resets the stream (the server must not take a truncated body for a whole one), and so does
+/// a request abandoned before its response came (`answered` dropped unsent), as hyper does.
+async fn pipe(mut body: Body, mut send: SendStream<Bytes>, answered: tokio::sync::oneshot::Receiver<()>) {
+    let mut answered = Some(answered);
+    let result: Result<(), Stop> = async {
         loop {
             let frame = std::future::poll_fn(|cx| {
+                if abandoned(&mut answered, cx) {
+                    return Poll::Ready(Err(Stop::Abandoned));
+                }
                 // A reset from the server (it answered early and wants no more) ends the body.
                 if let Poll::Ready(reset) = send.poll_reset(cx) {
                     let error = match reset {
                         Ok(reason) => ::h2::Error::from(reason),
                         Err(error) => error,
                     };
-                    return Poll::Ready(Err(BoxError::from(error)));
+                    return Poll::Ready(Err(Stop::Failed(error.into())));
                 }
                 Pin::new(&mut body).poll_frame(cx).map(Ok)
             })
             .await?;
-            let Some(frame) = frame.transpose()? else {
-                send.send_data(Bytes::new(), true)?;
+            let Some(frame) = frame.transpose().map_err(Stop::Failed)? else {
+                send.send_data(Bytes::new(), true).map_err(Stop::failed)?;
                 return Ok(());
             };
             let frame = match frame.into_data() {
@@ -213,13 +234,19 @@ async fn pipe(mut body: Body, mut send: SendStream<Bytes>) {
                     // than in the connection's send buffer.
                     send.reserve_capacity(1);
                     while send.capacity() == 0 {
-                        match std::future::poll_fn(|cx| send.poll_capacity(cx)).await {
+                        let capacity = std::future::poll_fn(|cx| {
+                            if abandoned(&mut answered, cx) {
+                                return Poll::Ready(Err(Stop::Abandoned));
+                            }
+                            send.poll_capacity(cx).map(Ok)
+                        });
+                        match capacity.await? {
                             Some(Ok(_)) => {}
-                            Some(Err(e)) => return Err(e.into()),
-                            None => return Err("the stream closed while its body was being sent".into()),
+                            Some(Err(e)) => return Err(Stop::failed(e)),
+                            None => return Err(Stop::Failed("the stream closed while its body was being sent".into())),
                         }
                     }
-                    send.send_data(data, eos)?;
+                    send.send_data(data, eos).map_err(Stop::failed)?;
                     if eos {
                         return Ok(());
                     }
@@ -228,15 +255,47 @@ async fn pipe(mut body: Body, mut send: SendStream<Bytes>) {
                 Err(frame) => frame,
             };
             if let Ok(trailers) = frame.into_trailers() {
-                send.send_trailers(trailers)?;
+                send.send_trailers(trailers).map_err(Stop::failed)?;
                 return Ok(());
             }
         }
     }
     .await;
-    if let Err(error) = result {
-        tracing::debug!(%error, "request body to the upstream failed");
-        send.send_reset(::h2::Reason::CANCEL);
+    match result {
+        Ok(()) => {}
+        Err(Stop::Abandoned) => send.send_reset(::h2::Reason::CANCEL),
+        Err(Stop::Failed(error)) => {
+            tracing::debug!(%error, "request body to the upstream failed");
+            send.send_reset(::h2::Reason::INTERNAL_ERROR);
+        }
+    }
+}
+
+/// Why a request body stopped before its end.
+enum Stop {
+    /// The request was abandoned before its response came.
+    Abandoned,
+    /// The body or the stream failed.
+    Failed(BoxError),
+}
+
+impl Stop {
+    fn failed(e: ::h2::Error) -> Self {
+        Stop::Failed(e.into())
+    }
+}
+
+/// Whether the request was abandoned before its response came; once it has come, `answered`
+/// is done with.
+fn abandoned(answered: &mut Option<tokio::sync::oneshot::Receiver<()>>, cx: &mut Context<'_>) -> bool {
+    let Some(rx) = answered else { return false };
+    match Pin::new(rx).poll(cx) {
+        Poll::Ready(Ok(())) => {
+            *answered = None;
+            false
+        }
+        Poll::Ready(Err(_)) => true,
+        Poll::Pending => false,
     }
 }
 
@@ -294,6 +353,10 @@ impl hyper::body::Body for H2Body {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.remaining.map_or_else(SizeHint::default, SizeHint::with_exact)
+        match self.remaining {
+            _ if self.recv.is_end_stream() => SizeHint::with_exact(0),
+            Some(n) => SizeHint::with_exact(n),
+            None => SizeHint::default(),
+        }
     }
 }
