@@ -12,32 +12,15 @@
 # connection set-up cancel out); system calls and the kernel's side are not counted.
 #
 # Needs valgrind, h2load (Debian nghttp2-client), nginx and python3; haproxy for `haproxy`.
-# Only loopback addresses are used; everything started is stopped and removed at the end.
+# Only loopback addresses are used; everything started is stopped and removed at the end
+# (the work directory kept with KEEP=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proxies=("$@")
 ((${#proxies[@]})) || proxies=(target/release/kapal)
-for tool in valgrind h2load nginx callgrind_annotate python3; do
-  command -v "$tool" >/dev/null || { echo "proxy-instructions.sh needs $tool" >&2; exit 1; }
-done
-W=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() {
-  for _ in $(seq 300); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on 127.0.0.1:$1" >&2
-  return 1
-}
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+need valgrind callgrind_annotate h2load nginx python3
 
 H1=$(port) H2=$(port)
 mkdir -p "$W/nginx/logs"
@@ -62,8 +45,8 @@ http {
 EOF
 nginx -p "$W/nginx" -c "$W/nginx/nginx.conf" &
 pids+=($!)
-wait_port "$H1"
-wait_port "$H2"
+listening "$H1"
+listening "$H2"
 
 # Total instructions of PROXY while it serves N requests of PROTO (h1 or h2). It runs in a
 # command substitution (a subshell): the proxy it starts is stopped here on every path.
@@ -90,7 +73,7 @@ instructions() {
       --admin "127.0.0.1:$admin" >/dev/null 2>&1 &
   fi
   v=$!
-  wait_port "$listen" || return 1
+  listening "$listen" || return 1
   local h1flag=() result
   [[ $proto == h1 ]] && h1flag=(--h1)
   result=$(h2load "${h1flag[@]}" -n "$n" -c 1 -m 1 "http://127.0.0.1:$listen/" 2>&1) || true

@@ -27,24 +27,9 @@ if [[ ${1:-} == --check ]]; then
   exit 0
 fi
 
-for tool in valgrind openssl curl nginx python3; do
-  command -v "$tool" >/dev/null || { echo "proxy-order.sh needs $tool" >&2; exit 1; }
-done
-W=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [[ ${KEEP:-0} != 0 ]] || rm -rf "$W"
-}
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-# Waits until something listens on 127.0.0.1:$1.
-listening() {
-  for _ in $(seq 100); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return; sleep 0.1; done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
+# shellcheck source=scripts/common.sh
+source scripts/common.sh
+need valgrind openssl curl nginx python3
 
 # Mesh identities: a CA and one SPIFFE leaf per side, as the control plane would write them.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=mesh-ca -days 1 \

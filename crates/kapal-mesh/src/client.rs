@@ -204,44 +204,57 @@ mod tests {
     /// `/pair` wait until a second `/pair` request is in flight; `/stream` answers with a body
     /// that never ends; `/slow` answers after 1.5 s.
     async fn backend() -> (SocketAddr, Arc<AtomicUsize>) {
+        let pair = Arc::new(tokio::sync::Barrier::new(2));
+        counting(move |stream| {
+            let pair = pair.clone();
+            async move {
+                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                    let pair = pair.clone();
+                    async move {
+                        let body = match req.uri().path() {
+                            "/stream" => {
+                                let frames = futures::stream::iter([Ok::<_, Infallible>(Frame::data(
+                                    Bytes::from_static(b"part"),
+                                ))])
+                                .chain(futures::stream::pending());
+                                StreamBody::new(frames).boxed_unsync()
+                            }
+                            path => {
+                                if path == "/pair" {
+                                    pair.wait().await;
+                                }
+                                if path == "/slow" {
+                                    tokio::time::sleep(Duration::from_millis(1500)).await;
+                                }
+                                Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync()
+                            }
+                        };
+                        Ok::<_, Infallible>(http::Response::new(body))
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            }
+        })
+        .await
+    }
+
+    /// Accepts connections on a loopback port, counting them, and serves each with `serve` on a
+    /// task of its own.
+    async fn counting<F, Fut>(serve: F) -> (SocketAddr, Arc<AtomicUsize>)
+    where
+        F: Fn(tokio::net::TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let accepted = Arc::new(AtomicUsize::new(0));
-        let pair = Arc::new(tokio::sync::Barrier::new(2));
         let counter = accepted.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 counter.fetch_add(1, Ordering::SeqCst);
-                let pair = pair.clone();
-                tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                        let pair = pair.clone();
-                        async move {
-                            let body = match req.uri().path() {
-                                "/stream" => {
-                                    let frames = futures::stream::iter([Ok::<_, Infallible>(Frame::data(
-                                        Bytes::from_static(b"part"),
-                                    ))])
-                                    .chain(futures::stream::pending());
-                                    StreamBody::new(frames).boxed_unsync()
-                                }
-                                path => {
-                                    if path == "/pair" {
-                                        pair.wait().await;
-                                    }
-                                    if path == "/slow" {
-                                        tokio::time::sleep(Duration::from_millis(1500)).await;
-                                    }
-                                    Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync()
-                                }
-                            };
-                            Ok::<_, Infallible>(http::Response::new(body))
-                        }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
-                });
+                tokio::spawn(serve(stream));
             }
         });
         (addr, accepted)
@@ -342,14 +355,7 @@ mod tests {
     /// A backend answering each request with the canned response its path names, written as
     /// it is; it closes the connection after some of them (`/once` without saying so).
     async fn scripted_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
+        counting(|mut stream| async move {
                     let mut buf = Vec::new();
                     loop {
                         let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -412,10 +418,8 @@ mod tests {
                             return;
                         }
                     }
-                });
-            }
-        });
-        (addr, accepted)
+        })
+        .await
     }
 
     #[tokio::test]
@@ -496,56 +500,47 @@ mod tests {
     /// and its `x-check` trailer; `/headers` answers with the names of the request's headers;
     /// `/once` answers and then closes the connection.
     async fn h2_backend() -> (SocketAddr, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let counter = accepted.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
-                let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
-                let close_tx = std::sync::Mutex::new(Some(close_tx));
-                let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
-                    if req.uri().path() == "/once"
-                        && let Some(tx) = close_tx.lock().unwrap().take()
-                    {
-                        let _ = tx.send(());
-                    }
-                    async move {
-                        let body = match req.uri().path() {
-                            "/echo" => {
-                                let collected = req.into_body().collect().await.unwrap();
-                                let mut trailers = collected.trailers().cloned().unwrap_or_default();
-                                let bytes = collected.to_bytes();
-                                trailers.insert("x-len", bytes.len().into());
-                                let frames = [Ok::<_, Infallible>(Frame::data(bytes)), Ok(Frame::trailers(trailers))];
-                                StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
-                            }
-                            "/headers" => {
-                                let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
-                                Full::new(Bytes::from(names.join(","))).map_err(|n| match n {}).boxed_unsync()
-                            }
-                            _ => Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync(),
-                        };
-                        Ok::<_, Infallible>(http::Response::new(body))
-                    }
-                });
-                tokio::spawn(async move {
-                    let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc);
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        // The response is on its way; the connection ends once it is sent.
-                        _ = close_rx => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
+        counting(|stream| async move {
+            let (close_tx, close_rx) = tokio::sync::oneshot::channel::<()>();
+            let close_tx = std::sync::Mutex::new(Some(close_tx));
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                if req.uri().path() == "/once"
+                    && let Some(tx) = close_tx.lock().unwrap().take()
+                {
+                    let _ = tx.send(());
+                }
+                async move {
+                    let body = match req.uri().path() {
+                        "/echo" => {
+                            let collected = req.into_body().collect().await.unwrap();
+                            let mut trailers = collected.trailers().cloned().unwrap_or_default();
+                            let bytes = collected.to_bytes();
+                            trailers.insert("x-len", bytes.len().into());
+                            let frames = [Ok::<_, Infallible>(Frame::data(bytes)), Ok(Frame::trailers(trailers))];
+                            StreamBody::new(futures::stream::iter(frames)).boxed_unsync()
                         }
-                    }
-                });
+                        "/headers" => {
+                            let names: Vec<&str> = req.headers().keys().map(|k| k.as_str()).collect();
+                            Full::new(Bytes::from(names.join(","))).map_err(|n| match n {}).boxed_unsync()
+                        }
+                        _ => Full::new(Bytes::from_static(b"ok")).map_err(|n| match n {}).boxed_unsync(),
+                    };
+                    Ok::<_, Infallible>(http::Response::new(body))
+                }
+            });
+            let conn = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), svc);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // The response is on its way; the connection ends once it is sent.
+                _ = close_rx => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
             }
-        });
-        (addr, accepted)
+        })
+        .await
     }
 
     #[tokio::test]
@@ -580,8 +575,10 @@ mod tests {
         let client = client(addr);
         let mut req = http::Request::get(format!("http://{addr}/headers"))
             .header("connection", "keep-alive, x-hop")
+            .header("connection", "x-hop2")
             .header("keep-alive", "timeout=5")
             .header("x-hop", "1")
+            .header("x-hop2", "1")
             .header("te", "gzip")
             .header("x-kept", "1")
             .body(crate::http::full(""))

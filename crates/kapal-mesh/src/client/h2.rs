@@ -183,12 +183,11 @@ fn strip_connection_headers(headers: &mut HeaderMap) {
     if !headers.keys().any(hop_by_hop) {
         return;
     }
-    if let Some(connection) = headers.remove(header::CONNECTION)
-        && let Ok(names) = connection.to_str()
-    {
-        for name in names.split(',') {
-            headers.remove(name.trim());
-        }
+    // Every `Connection` line's list counts, not only the first line's.
+    let listed: Vec<HeaderValue> = headers.get_all(header::CONNECTION).iter().cloned().collect();
+    headers.remove(header::CONNECTION);
+    for name in listed.iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
+        headers.remove(name.trim());
     }
     for name in [header::TRANSFER_ENCODING, header::UPGRADE] {
         headers.remove(name);
