@@ -14,7 +14,7 @@ pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
-  [[ ${KEEP:-0} != 0 ]] || rm -rf "$W"
+  if [[ ${KEEP:-0} != 0 ]]; then echo "kept $W" >&2; else rm -rf "$W"; fi
 }
 trap cleanup EXIT
 

@@ -9,18 +9,22 @@
 # front of nginx (answering "ok" over HTTP/1.1 and over HTTP/2 without TLS) and serves h2load's
 # requests on one keep-alive connection, one at a time: first 500, then 2,500. The difference of
 # the two totals, divided by 2,000, is what one more request costs in user space (startup and
-# connection set-up cancel out); system calls and the kernel's side are not counted.
+# connection set-up cancel out); system calls and the kernel's side are not counted. The proxy
+# is kept to one CPU (taskset), as kapal-bench keeps it: `kapal proxy` then runs its
+# single-threaded runtime.
 #
 # Needs valgrind, h2load (Debian nghttp2-client), nginx and python3; haproxy for `haproxy`.
 # Only loopback addresses are used; everything started is stopped and removed at the end
-# (the work directory kept with KEEP=1).
+# (the work directory kept with KEEP=1, with each run's callgrind.PROXY.PROTO.N.out for
+# callgrind_annotate).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proxies=("$@")
 ((${#proxies[@]})) || proxies=(target/release/kapal)
 # shellcheck source=scripts/common.sh
 source scripts/common.sh
-need valgrind callgrind_annotate h2load nginx python3
+need valgrind callgrind_annotate h2load nginx python3 taskset
+one_cpu=(taskset -c 0)
 
 H1=$(port) H2=$(port)
 mkdir -p "$W/nginx/logs"
@@ -51,7 +55,8 @@ listening "$H2"
 # Total instructions of PROXY while it serves N requests of PROTO (h1 or h2). It runs in a
 # command substitution (a subshell): the proxy it starts is stopped here on every path.
 instructions() {
-  local proxy=$1 proto=$2 n=$3 listen admin backend out=$W/callgrind.out v=
+  local proxy=$1 proto=$2 n=$3 listen admin backend out v=
+  out=$W/callgrind.$(basename "$proxy").$proto.$n.out
   trap '[[ -z $v ]] || { kill -TERM "$v" 2>/dev/null; wait "$v" 2>/dev/null; }' RETURN
   listen=$(port)
   admin=$(port)
@@ -63,13 +68,13 @@ instructions() {
     [[ $proto == h2 ]] && h2=" proto h2"
     printf 'global\n  nbthread 1\n  maxconn 9000\ndefaults\n  mode http\n  timeout connect 1s\n  timeout client 30s\n  timeout server 30s\n  option http-keep-alive\nfrontend f\n  bind 127.0.0.1:%s%s\n  default_backend b\nbackend b\n  server app 127.0.0.1:%s%s\n' \
       "$listen" "$h2" "$backend" "$h2" >"$W/haproxy.cfg"
-    valgrind --tool=callgrind --callgrind-out-file="$out" /usr/sbin/haproxy -f "$W/haproxy.cfg" >/dev/null 2>&1 &
+    "${one_cpu[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" /usr/sbin/haproxy -f "$W/haproxy.cfg" >/dev/null 2>&1 &
   else
     local protocol
     protocol=$([[ $proto == h2 ]] && echo http2 || echo http1)
     printf 'apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:\n  - {name: app, listen: "127.0.0.1:%s", protocol: %s, endpoints: [{address: "127.0.0.1:%s"}]}\n' \
       "$listen" "$protocol" "$backend" >"$W/proxy.yaml"
-    valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy" proxy --config "$W/proxy.yaml" \
+    "${one_cpu[@]}" valgrind --tool=callgrind --callgrind-out-file="$out" "$proxy" proxy --config "$W/proxy.yaml" \
       --admin "127.0.0.1:$admin" >/dev/null 2>&1 &
   fi
   v=$!

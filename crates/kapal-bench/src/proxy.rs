@@ -46,10 +46,10 @@ pub struct Args {
     /// Idle connections held open for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
-    /// Run the proxies on a current-thread tokio runtime instead of the multi-thread runtime
-    /// that `kapal proxy` uses (an experiment: with one core, which one serves it better).
+    /// The proxies' `--threads` (by default each sizes its runtime to the one CPU it is pinned
+    /// to: a single-threaded runtime).
     #[arg(long)]
-    proxy_current_thread: bool,
+    proxy_threads: Option<std::num::NonZeroUsize>,
     /// Only the throughput figures (and idle RSS): skips the latency runs and the idle
     /// connections, for quick before/after comparisons.
     #[arg(long)]
@@ -66,6 +66,12 @@ pub struct Args {
     /// of a shared machine's load hit all of them alike.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
+    /// Slices of each latency measurement: the targets take turns slice by slice (each
+    /// `duration / slices` long) and a target's figures are taken over all its slices, so that a
+    /// burst of the neighbours' load lands on every target alike instead of on whichever was
+    /// being measured.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    slices: u32,
     /// Internal: serve as a proxy with this config (the scenario runs itself as the proxy).
     #[arg(long, hide = true)]
     serve: Option<PathBuf>,
@@ -92,12 +98,11 @@ fn free_addr() -> anyhow::Result<SocketAddr> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
 }
 
-/// The executable the proxies run: `--proxy-exe`, else `kapal` when it exists (and no
-/// current-thread runtime is asked for, which only this binary has), else this one.
+/// The executable the proxies run: `--proxy-exe`, else `kapal` when it exists, else this one.
 fn proxy_exe(kapal: &Path, args: &Args) -> anyhow::Result<PathBuf> {
     Ok(match &args.proxy_exe {
         Some(exe) => exe.clone(),
-        None if kapal.is_file() && !args.proxy_current_thread => kapal.to_path_buf(),
+        None if kapal.is_file() => kapal.to_path_buf(),
         None => std::env::current_exe()?,
     })
 }
@@ -111,23 +116,22 @@ async fn spawn_proxy_exe(
     exe: &Path,
     config: &Path,
     identity: Option<&Path>,
-    current_thread: bool,
+    threads: Option<std::num::NonZeroUsize>,
 ) -> anyhow::Result<ProxyProcess> {
     let admin = free_addr()?;
     let mut cmd = pinned(&exe.to_string_lossy());
     if is_bench(exe) {
         cmd.arg("proxy").arg("--serve").arg(config).arg("--admin").arg(admin.to_string());
-        if current_thread {
-            cmd.arg("--proxy-current-thread");
+        if let Some(n) = threads {
+            cmd.arg("--proxy-threads").arg(n.to_string());
         }
     } else {
-        anyhow::ensure!(
-            !current_thread,
-            "--proxy-current-thread needs a kapal-bench build as the proxy (one whose file name starts with kapal-bench)"
-        );
         // The product's command line, with the bench's limits: 10,000 idle connections and more.
         cmd.arg("proxy").arg("--config").arg(config).arg("--admin").arg(admin.to_string());
         cmd.args(["--drain-timeout", "1s", "--max-connections", "50000"]).env("RUST_LOG", "warn");
+        if let Some(n) = threads {
+            cmd.arg("--threads").arg(n.to_string());
+        }
     }
     if let Some(dir) = identity {
         cmd.arg("--identity-dir").arg(dir);
@@ -297,12 +301,27 @@ fn row(name: &str, value: String, target: &str) {
     eprintln!("{}", json!({"scenario": "proxy", "figure": name, "value": value, "target": target}));
 }
 
+/// What one target's latency slices added up to.
+#[derive(Default)]
+struct Taken {
+    samples: Samples,
+    errors: usize,
+    elapsed: Duration,
+    /// CPU seconds of the target's processes.
+    cpu: f64,
+}
+
+/// CPU seconds used so far by the processes `pids`.
+fn cpu_of(pids: &[u32]) -> f64 {
+    pids.iter().map(|&p| cpu_seconds(p)).sum()
+}
+
 fn ms(x: f64) -> String {
     format!("{x:.3} ms")
 }
 
-/// Child mode: be the proxy.
-async fn serve(args: &Args, config: PathBuf) -> anyhow::Result<()> {
+/// Child mode: be the proxy, on the runtime `kapal proxy` would build.
+fn serve(args: &Args, config: PathBuf) -> anyhow::Result<()> {
     let proxy_args = kapal_mesh::ProxyArgs {
         config: Some(config),
         admin: args.admin.unwrap_or(([127, 0, 0, 1], 4191).into()),
@@ -321,20 +340,15 @@ async fn serve(args: &Args, config: PathBuf) -> anyhow::Result<()> {
         outbound: None,
         inbound: None,
         access_log: false,
+        threads: args.proxy_threads,
     };
-    Ok(kapal_mesh::run(proxy_args).await?)
+    Ok(proxy_args.runtime()?.block_on(kapal_mesh::run(proxy_args))?)
 }
 
 pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
     if let Some(config) = args.serve.clone() {
-        if !args.proxy_current_thread {
-            return serve(&args, config).await;
-        }
         // The proxy gets a runtime of its own on its own thread; this one only waits.
-        let proxy = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-            rt.block_on(serve(&args, config))
-        });
+        let proxy = std::thread::spawn(move || serve(&args, config));
         return tokio::task::spawn_blocking(move || proxy.join())
             .await?
             .unwrap_or_else(|_| Err(anyhow::anyhow!("the proxy thread panicked")));
@@ -368,9 +382,9 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         format!("{HEAD}inbound: [{{listen: '{mesh_in}', forwardPort: {}, requireMtls: true}}]\n", app.port()),
     )?;
     let exe = proxy_exe(kapal, &args)?;
-    let one = spawn_proxy_exe(&exe, &plain_cfg, None, args.proxy_current_thread).await?;
-    let server = spawn_proxy_exe(&exe, &server_cfg, Some(&server_id), args.proxy_current_thread).await?;
-    let client = spawn_proxy_exe(&exe, &client_cfg, Some(&client_id), args.proxy_current_thread).await?;
+    let one = spawn_proxy_exe(&exe, &plain_cfg, None, args.proxy_threads).await?;
+    let server = spawn_proxy_exe(&exe, &server_cfg, Some(&server_id), args.proxy_threads).await?;
+    let client = spawn_proxy_exe(&exe, &client_cfg, Some(&client_id), args.proxy_threads).await?;
 
     println!("| figure | measured | target |\n|---|---|---|");
     row("proxy executable", exe.display().to_string(), "");
@@ -391,7 +405,7 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
                 &cfg,
                 format!("{HEAD}services:\n  - {{name: app, listen: '{addr}', endpoints: [{{address: '{app}'}}]}}\n"),
             )?;
-            let proxy = spawn_proxy_exe(exe, &cfg, None, args.proxy_current_thread).await?;
+            let proxy = spawn_proxy_exe(exe, &cfg, None, args.proxy_threads).await?;
             targets.insert(2, ("kapal proxy (compare)", addr, vec![proxy.child.id()]));
             Some(proxy)
         }
@@ -409,22 +423,34 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
                     Proto::H2 => (format!("{} ({} upstream)", b.name, b.h2.1), b.h2.0, pids),
                 }
             });
-            for (name, addr, pids) in ours.chain(theirs) {
+            let targets: Vec<_> = ours.chain(theirs).collect();
+            for (_, addr, _) in &targets {
                 // Warm connection pools and the peak-EWMA estimates first.
-                loadgen::open_loop(addr, proto, rate, Duration::from_millis(500), args.connections).await?;
-                let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-                let cpu_before = cpu();
-                let run = loadgen::open_loop(addr, proto, rate, duration, args.connections).await?;
+                loadgen::open_loop(*addr, proto, rate, Duration::from_millis(500), args.connections).await?;
+            }
+            let slice = duration / args.slices;
+            let mut taken: Vec<Taken> = targets.iter().map(|_| Taken::default()).collect();
+            for _ in 0..args.slices {
+                for ((_, addr, pids), taken) in targets.iter().zip(&mut taken) {
+                    let cpu_before = cpu_of(pids);
+                    let started = Instant::now();
+                    let run = loadgen::open_loop(*addr, proto, rate, slice, args.connections).await?;
+                    taken.cpu += cpu_of(pids) - cpu_before;
+                    taken.elapsed += started.elapsed();
+                    taken.errors += run.errors;
+                    taken.samples.extend(run.samples);
+                }
+            }
+            for ((name, _, pids), taken) in targets.iter().zip(taken) {
+                let requests = (taken.samples.len() + taken.errors).max(1) as f64;
                 // The proxies' CPU time per request (user and system, in 10 ms ticks: at 1,000
                 // req/s for the default 5 s, a tick is 2 µs per request).
                 let cpu_per_request = if pids.is_empty() {
                     String::new()
                 } else {
-                    let used = cpu() - cpu_before;
-                    let requests = (run.samples.len() + run.errors).max(1) as f64;
-                    format!(", proxy CPU {:.0} µs per request", 1e6 * used / requests)
+                    format!(", proxy CPU {:.0} µs per request", 1e6 * taken.cpu / requests)
                 };
-                let s = &run.samples;
+                let s = &taken.samples;
                 let label = format!("{proto:?} {rate} req/s {name}");
                 row(
                     &format!("{label}: p50/p99/p99.9"),
@@ -433,13 +459,13 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
                         ms(s.pct_ms(50.0)),
                         ms(s.pct_ms(99.0)),
                         ms(s.pct_ms(99.9)),
-                        run.achieved_rps,
-                        run.errors
+                        requests / taken.elapsed.as_secs_f64(),
+                        taken.errors
                     ),
                     "",
                 );
                 match &baseline {
-                    None => baseline = Some(run.samples),
+                    None => baseline = Some(taken.samples),
                     Some(b) => {
                         let added = |p| s.pct_ms(p) - b.pct_ms(p);
                         let target =
@@ -462,13 +488,14 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         pin_self_to_cpu0()?;
     }
     let rounds = if args.latency_only { 0 } else { args.rounds.max(1) };
+    // kapal proxy ÷ HAProxy in each round, in req/s.
+    let mut ratios = Vec::new();
     for round in 1..=rounds {
         let mut measured = Vec::new();
         for (name, addr, pids) in &targets {
-            let cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
-            let (cpu_before, started) = (cpu(), Instant::now());
+            let (cpu_before, started) = (cpu_of(pids), Instant::now());
             let rps = loadgen::max_throughput(*addr, duration, 64).await?;
-            let used = (cpu() - cpu_before) / started.elapsed().as_secs_f64();
+            let used = (cpu_of(pids) - cpu_before) / started.elapsed().as_secs_f64();
             let name = if args.rounds > 1 { format!("{name}, round {round}") } else { name.to_string() };
             let value = if pids.is_empty() {
                 format!("{rps:.0} req/s")
@@ -488,7 +515,20 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
             if compare.is_some() {
                 row(&format!("round {round}: kapal proxy (compare) / HAProxy"), of(2), "");
             }
+            ratios.push(100.0 * measured[1].0 / measured[h].0);
         }
+    }
+    if ratios.len() > 1 {
+        // One round is one draw of the neighbours' load; the median of many is the comparison.
+        ratios.sort_by(f64::total_cmp);
+        let n = ratios.len();
+        let median = if n % 2 == 1 { ratios[n / 2] } else { (ratios[n / 2 - 1] + ratios[n / 2]) / 2.0 };
+        let won = ratios.iter().filter(|&&r| r >= 100.0).count();
+        row(
+            &format!("kapal proxy / HAProxy over {n} rounds"),
+            format!("median {median:.0} % (from {:.0} to {:.0} %; ≥ 100 % in {won} of {n})", ratios[0], ratios[n - 1]),
+            "≥ 100 %",
+        );
     }
     drop(compare);
     row("proxy RSS after load", format!("{:.1} MiB", rss_mib(one.child.id())), "");

@@ -14,7 +14,12 @@ fn main() -> std::process::ExitCode {
     cli::init_logging(&cli);
     // One crypto provider for the whole process (DESIGN.md §9).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match &cli.command {
+        // A sidecar sizes its runtime to the CPUs it is given.
+        cli::Command::Proxy(args) => args.runtime(),
+        _ => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+    };
+    let runtime = match runtime {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: starting the async runtime: {e}");
