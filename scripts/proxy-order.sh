@@ -4,10 +4,13 @@
 #
 # It builds `kapal` as the README does (`--release -p kapal`: symbol names carry hashes of the
 # crates' build settings, so the list is only good for binaries built the same way), then runs
-# it under callgrind twice, with a mesh identity and the admin probes:
-#   1. start and idle: one proxy, probed on /ready, /live and /metrics;
-#   2. traffic: a client-side proxy (a plain service and a meshed one) and a server-side proxy
-#      (inbound, mutual TLS required) in front of a Python backend, HTTP/1.1 and HTTP/2 requests.
+# it under callgrind, with a mesh identity and the admin probes:
+#   1. start and idle: one proxy, probed on /ready, /live and /metrics, once on the
+#      single-threaded runtime (`--threads 1`, a sidecar with one CPU) and once on the
+#      multi-threaded one;
+#   2. traffic: a client-side proxy (a plain service and a meshed one; single-threaded) and a
+#      server-side proxy (inbound, mutual TLS required; multi-threaded) in front of a Python
+#      backend, HTTP/1.1 and HTTP/2 requests.
 # The file lists what (1) ran, then what only (2) ran. `scripts/proxy-order.sh --check` instead
 # reports how many of the listed names today's release binary still has. KEEP=1 keeps the work
 # directory (profiles, logs) for a look.
@@ -72,11 +75,11 @@ pids+=($!)
 listening "$APP"
 listening "$H2APP"
 
-# Runs `kapal proxy` under callgrind in the background: NAME CONFIG IDENTITY ADMIN
+# Runs `kapal proxy` under callgrind in the background: NAME CONFIG IDENTITY ADMIN THREADS
 proxy() {
   valgrind --tool=callgrind --demangle=no --callgrind-out-file="$W/$1.cg" \
     "$KAPAL" proxy --config "$2" --identity-dir "$3" --admin "127.0.0.1:$4" --drain-timeout 1s \
-    >"$W/$1.log" 2>&1 &
+    --threads "$5" >"$W/$1.log" 2>&1 &
   pids+=($!)
 }
 ready() {
@@ -99,13 +102,15 @@ kind: ProxyConfig'
 IDLE=$(port) IDLE_ADMIN=$(port)
 printf '%s\nservices:\n  - {name: app, listen: "127.0.0.1:%s", protocol: http1, endpoints: [{address: "127.0.0.1:%s"}]}\n' \
   "$HEAD" "$IDLE" "$APP" >"$W/idle.yaml"
-proxy idle "$W/idle.yaml" "$W/server" "$IDLE_ADMIN"
-ready "$IDLE_ADMIN"
-for _ in 1 2 3; do
-  sleep 2
-  for path in ready live metrics; do curl -sf "127.0.0.1:$IDLE_ADMIN/$path" >/dev/null; done
+for threads in 1 2; do
+  proxy "idle$threads" "$W/idle.yaml" "$W/server" "$IDLE_ADMIN" "$threads"
+  ready "$IDLE_ADMIN"
+  for _ in 1 2 3; do
+    sleep 2
+    for path in ready live metrics; do curl -sf "127.0.0.1:$IDLE_ADMIN/$path" >/dev/null; done
+  done
+  stop "${pids[-1]}"
 done
-stop "${pids[-1]}"
 
 # 2. Traffic through a mesh pair and a plain service.
 PLAIN=$(port) H2=$(port) OUT=$(port) IN=$(port) CADMIN=$(port) SADMIN=$(port)
@@ -116,9 +121,9 @@ printf '%s\nservices:\n  - {name: app, listen: "127.0.0.1:%s", protocol: http1, 
   - {name: mesh, listen: "127.0.0.1:%s", protocol: http1,
      endpoints: [{address: "127.0.0.1:%s", identity: "spiffe://cluster.local/ns/order/sa/server"}]}\n' \
   "$HEAD" "$PLAIN" "$APP" "$H2" "$H2APP" "$OUT" "$IN" >"$W/client.yaml"
-proxy server "$W/server.yaml" "$W/server" "$SADMIN"
+proxy server "$W/server.yaml" "$W/server" "$SADMIN" 2
 server=${pids[-1]}
-proxy client "$W/client.yaml" "$W/client" "$CADMIN"
+proxy client "$W/client.yaml" "$W/client" "$CADMIN" 1
 client=${pids[-1]}
 ready "$SADMIN"
 ready "$CADMIN"
@@ -158,7 +163,7 @@ def ran(path):
                 out.add(names[m.group(2)])
     return out
 w = sys.argv[1]
-idle = ran(f"{w}/idle.cg")
+idle = ran(f"{w}/idle1.cg") | ran(f"{w}/idle2.cg")
 traffic = ran(f"{w}/client.cg") | ran(f"{w}/server.cg")
 print("\n".join(sorted(idle) + sorted(traffic - idle)))
 print(f"{len(idle)} functions at start and idle, {len(traffic - idle)} more with traffic", file=sys.stderr)
