@@ -605,6 +605,56 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_request_after_a_goaway_goes_on_a_new_connection_while_the_old_one_finishes() {
+        // The first connection takes one request, holds it, and sends GOAWAY: it will take no
+        // more streams but stays open until the held one is answered. Later connections answer
+        // at once.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let (goaway_sent, goaway) = tokio::sync::oneshot::channel::<()>();
+        let first = Arc::new(std::sync::Mutex::new(Some((released, goaway_sent))));
+        let (addr, accepted) = counting(move |stream| {
+            let first = first.lock().unwrap().take();
+            async move {
+                let mut conn = ::h2::server::handshake(stream).await.unwrap();
+                let mut first = first;
+                while let Some(Ok((_, respond))) = conn.accept().await {
+                    let answer = |body: &'static [u8], mut respond: ::h2::server::SendResponse<Bytes>| {
+                        let mut send = respond.send_response(http::Response::new(()), false).unwrap();
+                        send.send_data(Bytes::from_static(body), true).unwrap();
+                    };
+                    match first.take() {
+                        Some((released, goaway_sent)) => {
+                            tokio::spawn(async move {
+                                let _ = released.await;
+                                answer(b"held", respond);
+                            });
+                            conn.graceful_shutdown();
+                            let _ = goaway_sent.send(());
+                        }
+                        None => answer(b"ok", respond),
+                    }
+                }
+            }
+        })
+        .await;
+        let client = Arc::new(client(addr));
+        let held = tokio::spawn({
+            let client = client.clone();
+            async move { get(&client, "/held", true).await }
+        });
+        goaway.await.unwrap();
+        // The GOAWAY reaches the client's connection (two frames apart: h2 sends a provisional
+        // one, pings, then the final one).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(get(&client, "/", true).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "the second request did not get a new connection");
+        release.send(()).unwrap();
+        assert_eq!(held.await.unwrap(), "held", "the held request lost its connection");
+        assert_eq!(get(&client, "/", true).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
     async fn an_abandoned_http2_request_stops_sending_its_body() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
