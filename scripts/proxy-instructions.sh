@@ -16,7 +16,7 @@
 # Needs valgrind, h2load (Debian nghttp2-client), nginx and python3; haproxy for `haproxy`.
 # Only loopback addresses are used; everything started is stopped and removed at the end
 # (the work directory kept with KEEP=1, with each run's callgrind.PROXY.PROTO.N.out for
-# callgrind_annotate).
+# callgrind_annotate, the PROXY's slashes made underscores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 proxies=("$@")
@@ -24,7 +24,7 @@ proxies=("$@")
 # shellcheck source=scripts/common.sh
 source scripts/common.sh
 need valgrind callgrind_annotate h2load nginx python3 taskset
-one_cpu=(taskset -c 0)
+one_cpu=(taskset -c "$(python3 -c 'import os; print(min(os.sched_getaffinity(0)))')")
 
 H1=$(port) H2=$(port)
 mkdir -p "$W/nginx/logs"
@@ -56,7 +56,7 @@ listening "$H2"
 # command substitution (a subshell): the proxy it starts is stopped here on every path.
 instructions() {
   local proxy=$1 proto=$2 n=$3 listen admin backend out v=
-  out=$W/callgrind.$(basename "$proxy").$proto.$n.out
+  out=$W/callgrind.${proxy//\//_}.$proto.$n.out
   trap '[[ -z $v ]] || { kill -TERM "$v" 2>/dev/null; wait "$v" 2>/dev/null; }' RETURN
   listen=$(port)
   admin=$(port)

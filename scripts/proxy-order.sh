@@ -8,9 +8,9 @@
 #   1. start and idle: one proxy, probed on /ready, /live and /metrics, once on the
 #      single-threaded runtime (`--threads 1`, a sidecar with one CPU) and once on the
 #      multi-threaded one;
-#   2. traffic: a client-side proxy (a plain service and a meshed one; single-threaded) and a
-#      server-side proxy (inbound, mutual TLS required; multi-threaded) in front of a Python
-#      backend, HTTP/1.1 and HTTP/2 requests.
+#   2. traffic: a client-side proxy (a plain service and a meshed one) and a server-side proxy
+#      (inbound, mutual TLS required) in front of a Python backend, HTTP/1.1 and HTTP/2
+#      requests; twice, each side once on each runtime.
 # The file lists what (1) ran, then what only (2) ran. `scripts/proxy-order.sh --check` instead
 # reports how many of the listed names today's release binary still has. KEEP=1 keeps the work
 # directory (profiles, logs) for a look.
@@ -121,26 +121,30 @@ printf '%s\nservices:\n  - {name: app, listen: "127.0.0.1:%s", protocol: http1, 
   - {name: mesh, listen: "127.0.0.1:%s", protocol: http1,
      endpoints: [{address: "127.0.0.1:%s", identity: "spiffe://cluster.local/ns/order/sa/server"}]}\n' \
   "$HEAD" "$PLAIN" "$APP" "$H2" "$H2APP" "$OUT" "$IN" >"$W/client.yaml"
-proxy server "$W/server.yaml" "$W/server" "$SADMIN" 2
-server=${pids[-1]}
-proxy client "$W/client.yaml" "$W/client" "$CADMIN" 1
-client=${pids[-1]}
-ready "$SADMIN"
-ready "$CADMIN"
-for target in "$PLAIN" "$OUT" "$H2"; do
-  urls=()
-  for i in $(seq 40); do urls+=("http://127.0.0.1:$target/r$i"); done
-  curl -sf "${urls[@]}" >/dev/null
-  curl -sf -d 'a body' "${urls[@]:0:10}" >/dev/null
-  # One request per HTTP/2 connection: curl 7.88 fails (exit 16) reusing a prior-knowledge one.
-  for url in "${urls[@]:0:10}"; do
-    curl -sSf --http2-prior-knowledge "$url" >/dev/null
-    curl -sf --http2-prior-knowledge -d 'a body' "$url" >/dev/null
+# Each side once on each runtime: tokio's glue code differs between them.
+for threads in "2 1" "1 2"; do
+  read -r server_threads client_threads <<<"$threads"
+  proxy "server$server_threads" "$W/server.yaml" "$W/server" "$SADMIN" "$server_threads"
+  server=${pids[-1]}
+  proxy "client$client_threads" "$W/client.yaml" "$W/client" "$CADMIN" "$client_threads"
+  client=${pids[-1]}
+  ready "$SADMIN"
+  ready "$CADMIN"
+  for target in "$PLAIN" "$OUT" "$H2"; do
+    urls=()
+    for i in $(seq 40); do urls+=("http://127.0.0.1:$target/r$i"); done
+    curl -sf "${urls[@]}" >/dev/null
+    curl -sf -d 'a body' "${urls[@]:0:10}" >/dev/null
+    # One request per HTTP/2 connection: curl 7.88 fails (exit 16) reusing a prior-knowledge one.
+    for url in "${urls[@]:0:10}"; do
+      curl -sSf --http2-prior-knowledge "$url" >/dev/null
+      curl -sf --http2-prior-knowledge -d 'a body' "$url" >/dev/null
+    done
   done
+  curl -sf "127.0.0.1:$CADMIN/metrics" >/dev/null
+  stop "$client"
+  stop "$server"
 done
-curl -sf "127.0.0.1:$CADMIN/metrics" >/dev/null
-stop "$client"
-stop "$server"
 
 python3 - "$W" >"$W/order" <<'EOF'
 import re, sys
@@ -164,7 +168,7 @@ def ran(path):
     return out
 w = sys.argv[1]
 idle = ran(f"{w}/idle1.cg") | ran(f"{w}/idle2.cg")
-traffic = ran(f"{w}/client.cg") | ran(f"{w}/server.cg")
+traffic = set().union(*(ran(f"{w}/{side}{n}.cg") for side in ("client", "server") for n in (1, 2)))
 print("\n".join(sorted(idle) + sorted(traffic - idle)))
 print(f"{len(idle)} functions at start and idle, {len(traffic - idle)} more with traffic", file=sys.stderr)
 EOF

@@ -46,8 +46,10 @@ pub struct Args {
     /// Idle connections held open for the memory figure.
     #[arg(long, default_value_t = 10_000)]
     idle_connections: usize,
-    /// The proxies' `--threads` (by default each sizes its runtime to the one CPU it is pinned
-    /// to: a single-threaded runtime).
+    /// The proxies' `--threads`, also given to `--proxy-exe` and `--compare-exe` (builds from
+    /// before the flag refuse it). By default each sizes its runtime to the CPUs it may use:
+    /// single-threaded when pinned to one, which this scenario does where `taskset` exists and
+    /// the machine has two CPUs or more.
     #[arg(long)]
     proxy_threads: Option<std::num::NonZeroUsize>,
     /// Only the throughput figures (and idle RSS): skips the latency runs and the idle
@@ -430,8 +432,14 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
             }
             let slice = duration / args.slices;
             let mut taken: Vec<Taken> = targets.iter().map(|_| Taken::default()).collect();
-            for _ in 0..args.slices {
-                for ((_, addr, pids), taken) in targets.iter().zip(&mut taken) {
+            for round in 0..args.slices as usize {
+                // Who goes first rotates, so that no target always follows the same one.
+                for i in (0..targets.len()).map(|k| (k + round) % targets.len()) {
+                    let ((_, addr, pids), taken) = (&targets[i], &mut taken[i]);
+                    // A short unmeasured run first: the other targets' slices kept this one idle,
+                    // long enough for a proxy to let its upstream connections go (HAProxy purges
+                    // idle ones after 5 s).
+                    loadgen::open_loop(*addr, proto, rate, Duration::from_millis(100), args.connections).await?;
                     let cpu_before = cpu_of(pids);
                     let started = Instant::now();
                     let run = loadgen::open_loop(*addr, proto, rate, slice, args.connections).await?;
@@ -443,8 +451,9 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
             }
             for ((name, _, pids), taken) in targets.iter().zip(taken) {
                 let requests = (taken.samples.len() + taken.errors).max(1) as f64;
-                // The proxies' CPU time per request (user and system, in 10 ms ticks: at 1,000
-                // req/s for the default 5 s, a tick is 2 µs per request).
+                // The proxies' CPU time per request (user and system, read in 10 ms ticks at
+                // each slice's start and end: at 1,000 req/s for the default 5 s, each slice's
+                // reading may be off by up to 2 µs per request).
                 let cpu_per_request = if pids.is_empty() {
                     String::new()
                 } else {

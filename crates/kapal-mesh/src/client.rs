@@ -643,9 +643,12 @@ mod tests {
             async move { get(&client, "/held", true).await }
         });
         goaway.await.unwrap();
-        // The GOAWAY reaches the client's connection (two frames apart: h2 sends a provisional
-        // one, pings, then the final one).
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        let arrived = async {
+            while !client.h2.refuses_new_streams() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), arrived).await.expect("the GOAWAY did not reach the client");
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "the second request did not get a new connection");
         release.send(()).unwrap();

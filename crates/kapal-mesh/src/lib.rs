@@ -434,7 +434,7 @@ pub struct ProxyArgs {
     pub reload_interval: config::Duration,
     /// Threads that serve connections [default: the CPUs the proxy may use: its CPU affinity
     /// and its cgroup's CPU quota]. With one, the proxy runs on a single-threaded runtime, which
-    /// does about 5 % less work per request than a multi-threaded one of one thread.
+    /// does 2–6 % less work per request than a multi-threaded one of one thread.
     #[arg(long, env = "KAPAL_PROXY_THREADS")]
     pub threads: Option<std::num::NonZeroUsize>,
 }
@@ -604,9 +604,12 @@ mod tests {
         let three = runtime(&["--threads", "3"]);
         assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
         assert_eq!(three.metrics().num_workers(), 3);
-        // By default, one thread per CPU the process may use.
-        let cpus = std::thread::available_parallelism().unwrap().get();
-        assert_eq!(runtime(&[]).metrics().num_workers(), cpus);
+        // By default (unless the environment says otherwise), one thread per CPU the process
+        // may use.
+        if std::env::var_os("KAPAL_PROXY_THREADS").is_none() {
+            let cpus = std::thread::available_parallelism().unwrap().get();
+            assert_eq!(runtime(&[]).metrics().num_workers(), cpus);
+        }
         let err = Cli::try_parse_from(["p", "--threads", "0"]).unwrap_err().to_string();
         assert!(err.contains("--threads"), "{err}");
     }

@@ -109,6 +109,15 @@ impl Shared {
         self.current().is_some()
     }
 
+    /// Whether the open connection takes no new streams, as after a GOAWAY (for tests).
+    #[cfg(test)]
+    pub(super) fn refuses_new_streams(&self) -> bool {
+        let Some(conn) = self.current() else { return false };
+        let Ok(mut tx) = conn.tx.try_lock() else { return false };
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        matches!(tx.poll_ready(&mut cx), Poll::Ready(Err(_)))
+    }
+
     fn current(&self) -> Option<Conn> {
         let conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         conn.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)).cloned()
