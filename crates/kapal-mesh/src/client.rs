@@ -260,6 +260,16 @@ mod tests {
         (addr, accepted)
     }
 
+    /// Waits until `done` holds, failing with `failure` after 5 s.
+    async fn eventually(failure: &str, done: impl Fn() -> bool) {
+        let wait = async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait).await.expect(failure);
+    }
+
     fn client(addr: SocketAddr) -> EndpointClient {
         let connector = Connector::new(addr, Duration::from_secs(5), None, None, Arc::default()).unwrap();
         EndpointClient::new(connector)
@@ -593,12 +603,7 @@ mod tests {
         let (addr, accepted) = h2_backend().await;
         let client = client(addr);
         assert_eq!(get(&client, "/once", true).await, "ok");
-        let closed = async {
-            while client.h2.is_open() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), closed).await.expect("the closed connection was not noticed");
+        eventually("the closed connection was not noticed", || !client.h2.is_open()).await;
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
@@ -612,16 +617,15 @@ mod tests {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let (goaway_sent, goaway) = tokio::sync::oneshot::channel::<()>();
         let first = Arc::new(std::sync::Mutex::new(Some((released, goaway_sent))));
+        fn answer(body: &'static [u8], mut respond: ::h2::server::SendResponse<Bytes>) {
+            let mut send = respond.send_response(http::Response::new(()), false).unwrap();
+            send.send_data(Bytes::from_static(body), true).unwrap();
+        }
         let (addr, accepted) = counting(move |stream| {
-            let first = first.lock().unwrap().take();
+            let mut first = first.lock().unwrap().take();
             async move {
                 let mut conn = ::h2::server::handshake(stream).await.unwrap();
-                let mut first = first;
                 while let Some(Ok((_, respond))) = conn.accept().await {
-                    let answer = |body: &'static [u8], mut respond: ::h2::server::SendResponse<Bytes>| {
-                        let mut send = respond.send_response(http::Response::new(()), false).unwrap();
-                        send.send_data(Bytes::from_static(body), true).unwrap();
-                    };
                     match first.take() {
                         Some((released, goaway_sent)) => {
                             tokio::spawn(async move {
@@ -643,12 +647,7 @@ mod tests {
             async move { get(&client, "/held", true).await }
         });
         goaway.await.unwrap();
-        let arrived = async {
-            while !client.h2.refuses_new_streams() {
-                tokio::time::sleep(Duration::from_millis(1)).await;
-            }
-        };
-        tokio::time::timeout(Duration::from_secs(5), arrived).await.expect("the GOAWAY did not reach the client");
+        eventually("the GOAWAY did not reach the client", || client.h2.refuses_new_streams()).await;
         assert_eq!(get(&client, "/", true).await, "ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2, "the second request did not get a new connection");
         release.send(()).unwrap();
