@@ -170,6 +170,14 @@ impl EndpointClient {
         self.h1.send(&self.connector, req, now)
     }
 
+    /// [`send`](Self::send) over HTTP/2, whose future holds no HTTP/1.1 state.
+    pub fn send_h2(
+        &self,
+        req: http::Request<Body>,
+    ) -> impl Future<Output = Result<http::Response<Body>, SendError>> + Send + '_ {
+        self.h2.send(&self.connector, req)
+    }
+
     /// Idle HTTP/1.1 connections in the pool (for tests and debugging).
     pub fn idle_h1(&self) -> usize {
         self.h1.idle()

@@ -631,12 +631,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Sniffed<I> {
         std::pin::Pin::new(&mut self.io).poll_write(cx, buf)
     }
 
+    /// Small writes go out with `write` (see [`crate::io::poll_write_coalesced`]).
     fn poll_write_vectored(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        std::pin::Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        crate::io::poll_write_coalesced(&mut self.io, cx, bufs)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -26,13 +26,15 @@ impl Balance {
         Balance { shared }
     }
 
-    async fn run(self, routed: Routed) -> Result<super::Res, ProxyError> {
-        let Routed { ctx, mut req, start: now } = routed;
-        let backend = &ctx.backend;
+    /// What a request needs before it is sent, done in the service's `call`: the endpoint, and
+    /// the request rewritten for the protocol it goes out in.
+    fn prepare(&self, routed: Routed) -> Result<Attempt, ProxyError> {
+        let Routed { ctx, mut req, start } = routed;
+        let backend = ctx.backend;
         let lb = &backend.cfg.load_balancer;
         // The attempt's start (`Routed::start`) serves as the time of the choice and of the RTT's start.
-        let picked = p2c_at(&backend.endpoints, lb, now, || rand::rng().random::<f64>());
-        let ep = &*picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint;
+        let picked = p2c_at(&backend.endpoints, lb, start, || rand::rng().random::<f64>());
+        let ep = picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint.clone();
         // An HTTP/1.1 upgrade (WebSocket, …) is forwarded as HTTP/1.1 and then tunnelled.
         let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let h2 = upgrade.is_none() && backend.upstream_h2().unwrap_or(req.version() == Version::HTTP_2);
@@ -53,36 +55,49 @@ impl Balance {
                 return Err(ProxyError::BadRequest(format!("request target: invalid Host {host:?}")));
             }
         }
-        let mut in_flight = InFlight { shared: &self.shared, backend, ep, start: now, done: false };
+        Ok(Attempt { shared: self.shared.clone(), backend, ep, req, start, upgrade, h2 })
+    }
+}
+
+/// A request on its way to the endpoint chosen for it.
+struct Attempt {
+    shared: Arc<Shared>,
+    backend: Arc<ServiceRt>,
+    ep: Arc<Endpoint>,
+    req: Req,
+    start: Instant,
+    /// The client's side of an HTTP/1.1 upgrade it asked for.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// Whether it goes out over HTTP/2.
+    h2: bool,
+}
+
+impl Attempt {
+    /// The attempt's future. Each protocol has a future of its own, sized for its client alone:
+    /// one future holding either would be as big as the larger (the HTTP/2 client's), and is
+    /// copied whole into its box on every request.
+    fn send(self) -> ResFuture {
+        if self.h2 { Box::pin(self.send_h2()) } else { Box::pin(self.send_h1()) }
+    }
+
+    async fn send_h1(self) -> Result<super::Res, ProxyError> {
+        let Attempt { shared, backend, ep, req, start, upgrade, .. } = self;
+        let mut in_flight = InFlight { shared: &shared, backend: &backend, ep: &ep, start, done: false };
         let res = {
             let _pending = ep.stats.start();
-            if h2 { ep.client.send(req, true, now).await } else { ep.client.send_h1(req, now).await }
+            ep.client.send_h1(req, start).await
         };
-        let outcome = match &res {
-            Ok(r) if r.status().is_server_error() => Outcome::Failure,
-            Ok(_) => Outcome::Success,
-            Err(_) => Outcome::Failure,
+        in_flight.answered(res, upgrade)
+    }
+
+    async fn send_h2(self) -> Result<super::Res, ProxyError> {
+        let Attempt { shared, backend, ep, req, start, .. } = self;
+        let mut in_flight = InFlight { shared: &shared, backend: &backend, ep: &ep, start, done: false };
+        let res = {
+            let _pending = ep.stats.start();
+            ep.client.send_h2(req).await
         };
-        in_flight.finish(outcome, res.is_ok());
-        // Only exported spans read it; an extension costs two allocations per response.
-        let res = res.map(|mut r| {
-            if self.shared.spans.is_some() {
-                r.extensions_mut().insert(Upstream { addr: ep.addr, identity: ep.identity.clone() });
-            }
-            r
-        });
-        let res = match (res, upgrade) {
-            (Ok(mut res), Some(downstream)) if res.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                let upstream = hyper::upgrade::on(&mut res);
-                tokio::spawn(tunnel(downstream, upstream));
-                Ok(res)
-            }
-            (res, _) => res,
-        };
-        res.map_err(|e| match e {
-            SendError::Connect(e) => ProxyError::Connect(e),
-            SendError::Io(e) => ProxyError::Upstream(e),
-        })
+        in_flight.answered(res, None)
     }
 }
 
@@ -129,6 +144,38 @@ struct InFlight<'a> {
 }
 
 impl InFlight<'_> {
+    /// Records the endpoint's answer (or failure) and makes it the layer's result; a switch of
+    /// protocols the client asked for (`upgrade`) is tunnelled.
+    fn answered(
+        &mut self,
+        res: Result<super::Res, SendError>,
+        upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Result<super::Res, ProxyError> {
+        let outcome = match &res {
+            Ok(r) if r.status().is_server_error() => Outcome::Failure,
+            Ok(_) => Outcome::Success,
+            Err(_) => Outcome::Failure,
+        };
+        self.finish(outcome, res.is_ok());
+        match res {
+            Ok(mut res) => {
+                // Only exported spans read it; an extension costs two allocations per response.
+                if self.shared.spans.is_some() {
+                    res.extensions_mut().insert(Upstream { addr: self.ep.addr, identity: self.ep.identity.clone() });
+                }
+                if let Some(downstream) = upgrade
+                    && res.status() == StatusCode::SWITCHING_PROTOCOLS
+                {
+                    let upstream = hyper::upgrade::on(&mut res);
+                    tokio::spawn(tunnel(downstream, upstream));
+                }
+                Ok(res)
+            }
+            Err(SendError::Connect(e)) => Err(ProxyError::Connect(e)),
+            Err(SendError::Io(e)) => Err(ProxyError::Upstream(e)),
+        }
+    }
+
     fn finish(&mut self, outcome: Outcome, answered: bool) {
         self.done = true;
         let lb = &self.backend.cfg.load_balancer;
@@ -194,7 +241,10 @@ impl tower::Service<Routed> for Balance {
     }
 
     fn call(&mut self, req: Routed) -> ResFuture {
-        Box::pin(self.clone().run(req))
+        match self.prepare(req) {
+            Ok(attempt) => attempt.send(),
+            Err(e) => super::ready(Err(e)),
+        }
     }
 }
 
