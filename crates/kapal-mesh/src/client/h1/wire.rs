@@ -143,14 +143,17 @@ pub(super) fn encode(req: &http::Request<Body>, out: &mut Vec<u8>) -> Sent {
     out.push(b' ');
     out.extend_from_slice(req.uri().path_and_query().map_or("/", |pq| pq.as_str()).as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut connection = false;
     for (name, value) in req.headers() {
+        connection |= name == header::CONNECTION;
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
-    Sent { head: req.method() == Method::HEAD, keep_alive: !connection_has(req.headers(), "close") }
+    // The map is searched for `close` only if the loop saw a `Connection` header.
+    Sent { head: req.method() == Method::HEAD, keep_alive: !(connection && connection_has(req.headers(), "close")) }
 }
 
 /// Why an exchange failed.
@@ -283,15 +286,16 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Resu
             continue;
         }
         let head = buf.split_to(len).freeze();
-        let headers = header_map(&head, spans)?;
+        let (headers, named) = header_map(&head, spans)?;
         let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
+        let connection_has = |token| named.connection && connection_has(&headers, token);
         // Once `close` is said, `keep-alive` cannot take it back.
-        let keep_alive = !connection_has(&headers, "close")
-            && (version == Version::HTTP_11 || connection_has(&headers, "keep-alive"))
+        let keep_alive = !connection_has("close")
+            && (version == Version::HTTP_11 || connection_has("keep-alive"))
             // Both framings at once (RFC 9112 §6.3): the body is read as chunked, and the
             // connection is not trusted with another request.
-            && !(headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH));
-        let framing = framing(&headers, status, version, sent)?;
+            && !(named.transfer_encoding && named.content_length);
+        let framing = framing(&headers, named, status, version, sent)?;
         let mut res = http::Response::new(());
         *res.status_mut() = status;
         *res.version_mut() = version;
@@ -303,25 +307,39 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Resu
     }
 }
 
+/// Which of the headers that decide a response's framing and the connection's reuse it has,
+/// noted while its header map is built: most responses have no `Connection` and no
+/// `Transfer-Encoding`, and then the map is not searched for them.
+#[derive(Debug, Default, Clone, Copy)]
+struct Named {
+    connection: bool,
+    transfer_encoding: bool,
+    content_length: bool,
+}
+
 /// The headers of a head, their values sharing its bytes.
-fn header_map(head: &Bytes, spans: &[Span]) -> io::Result<HeaderMap> {
+fn header_map(head: &Bytes, spans: &[Span]) -> io::Result<(HeaderMap, Named)> {
     let mut map = HeaderMap::with_capacity(spans.len());
+    let mut named = Named::default();
     for &(name_at, name_len, value_at, value_len) in spans {
         let name = &head[name_at as usize..(name_at + name_len) as usize];
         let name = HeaderName::from_bytes(name).map_err(|_| invalid("invalid response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(value_at as usize..(value_at + value_len) as usize))
             .map_err(|_| invalid("invalid response header value"))?;
+        named.connection |= name == header::CONNECTION;
+        named.transfer_encoding |= name == header::TRANSFER_ENCODING;
+        named.content_length |= name == header::CONTENT_LENGTH;
         map.append(name, value);
     }
-    Ok(map)
+    Ok((map, named))
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
-fn framing(headers: &HeaderMap, status: StatusCode, version: Version, sent: Sent) -> io::Result<Framing> {
+fn framing(headers: &HeaderMap, named: Named, status: StatusCode, version: Version, sent: Sent) -> io::Result<Framing> {
     if sent.head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok(Framing::Length(0));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if named.transfer_encoding {
         // RFC 9112 §6.1: HTTP/1.0 has no transfer codings; such framing cannot be trusted.
         if version == Version::HTTP_10 {
             return Err(invalid("HTTP/1.0 response with Transfer-Encoding"));
@@ -334,6 +352,9 @@ fn framing(headers: &HeaderMap, status: StatusCode, version: Version, sent: Sent
             .and_then(|v| v.rsplit(',').next())
             .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
         return Ok(if chunked { Framing::Chunked(Chunk::Size) } else { Framing::Close });
+    }
+    if !named.content_length {
+        return Ok(Framing::Close);
     }
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
@@ -616,6 +637,9 @@ mod tests {
         assert_eq!(framing, Framing::Chunked(Chunk::Size));
         let (_, framing) = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", GET).unwrap().unwrap();
         assert_eq!(framing, Framing::Close);
+        // Neither framing header: the body ends with the connection.
+        let (head, framing) = parse("HTTP/1.1 200 OK\r\nX-A: b\r\n\r\n", GET).unwrap().unwrap();
+        assert_eq!((framing, head.keep_alive), (Framing::Close, true));
         let (head, framing) = parse("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n", GET).unwrap().unwrap();
         assert_eq!((framing, head.keep_alive), (Framing::Close, false));
         let (head, _) = parse("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", GET).unwrap().unwrap();
@@ -685,6 +709,10 @@ mod tests {
         );
         assert!(!sent.keep_alive && !sent.head);
         assert!(can_send(&req));
+        // Without a `Connection` header the connection is kept.
+        let plain = http::Request::head("/").header(header::HOST, "web").body(crate::http::full("")).unwrap();
+        let sent = encode(&plain, &mut Vec::new());
+        assert!(sent.keep_alive && sent.head);
         let streaming =
             http::Request::post("/").body(Body::new(http_body_util::StreamBody::new(futures::stream::empty::<
                 Result<Frame<Bytes>, std::convert::Infallible>,
