@@ -80,8 +80,19 @@ impl EndpointStats {
 
     /// Marks a request as started; the guard ends it.
     pub fn start(&self) -> PendingGuard<'_> {
-        self.pending.fetch_add(1, Ordering::Relaxed);
+        self.begin();
         PendingGuard(self)
+    }
+
+    /// Marks a request as started, for an owner of the stats that ends it with [`end`](Self::end)
+    /// (where a guard's borrow cannot live).
+    pub(crate) fn begin(&self) {
+        self.pending.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Ends a request [`begin`](Self::begin) started.
+    pub(crate) fn end(&self) {
+        self.pending.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// Requests currently in flight.
@@ -169,7 +180,7 @@ pub struct PendingGuard<'a>(&'a EndpointStats);
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Ordering::Relaxed);
+        self.0.end();
     }
 }
 

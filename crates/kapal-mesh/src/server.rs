@@ -582,8 +582,8 @@ impl Drop for Open {
     }
 }
 
-/// The connection's bytes as hyper reads them, telling the guard whether they begin with the
-/// HTTP/2 preface.
+/// The connection as hyper reads and writes it: its bytes are told to the guard, whether they
+/// begin with the HTTP/2 preface; small writes go out with `write`.
 struct Sniffed<I> {
     io: I,
     guard: Arc<HeadGuard>,

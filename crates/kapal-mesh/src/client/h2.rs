@@ -161,7 +161,7 @@ async fn handshake(connector: &Connector) -> Result<Conn, BoxError> {
         .max_send_buffer_size(MAX_SEND_BUFFER)
         .max_header_list_size(MAX_HEADER_LIST)
         .enable_push(false)
-        // Its frames go out with `write`, not `writev` (see `Coalesced`).
+        // Small flushes of its frames go out with `write`, not `writev` (see `Coalesced`).
         .handshake::<_, Bytes>(crate::io::Coalesced(io))
         .await?;
     let closed = Arc::new(AtomicBool::new(false));

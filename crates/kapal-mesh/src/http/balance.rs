@@ -34,7 +34,7 @@ impl Balance {
         let lb = &backend.cfg.load_balancer;
         // The attempt's start (`Routed::start`) serves as the time of the choice and of the RTT's start.
         let picked = p2c_at(&backend.endpoints, lb, start, || rand::rng().random::<f64>());
-        let ep = picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint.clone();
+        let ep = Chosen::new(picked.ok_or_else(|| ProxyError::NoEndpoints(backend.cfg.name.clone()))?.endpoint.clone());
         // An HTTP/1.1 upgrade (WebSocket, …) is forwarded as HTTP/1.1 and then tunnelled.
         let upgrade = is_upgrade(&req).then(|| hyper::upgrade::on(&mut req));
         let h2 = upgrade.is_none() && backend.upstream_h2().unwrap_or(req.version() == Version::HTTP_2);
@@ -59,11 +59,37 @@ impl Balance {
     }
 }
 
+/// The endpoint chosen for a request, which counts it among its pending requests from the
+/// choice on: hyper's HTTP/2 server calls the stack for every stream of a batch of frames
+/// before it polls any of their futures, and each choice must see the ones before it.
+struct Chosen(Arc<Endpoint>);
+
+impl Chosen {
+    fn new(ep: Arc<Endpoint>) -> Self {
+        ep.stats.begin();
+        Chosen(ep)
+    }
+}
+
+impl std::ops::Deref for Chosen {
+    type Target = Endpoint;
+
+    fn deref(&self) -> &Endpoint {
+        &self.0
+    }
+}
+
+impl Drop for Chosen {
+    fn drop(&mut self) {
+        self.0.stats.end();
+    }
+}
+
 /// A request on its way to the endpoint chosen for it.
 struct Attempt {
     shared: Arc<Shared>,
     backend: Arc<ServiceRt>,
-    ep: Arc<Endpoint>,
+    ep: Chosen,
     req: Req,
     start: Instant,
     /// The client's side of an HTTP/1.1 upgrade it asked for.
@@ -83,20 +109,14 @@ impl Attempt {
     async fn send_h1(self) -> Result<super::Res, ProxyError> {
         let Attempt { shared, backend, ep, req, start, upgrade, .. } = self;
         let mut in_flight = InFlight { shared: &shared, backend: &backend, ep: &ep, start, done: false };
-        let res = {
-            let _pending = ep.stats.start();
-            ep.client.send_h1(req, start).await
-        };
+        let res = ep.client.send_h1(req, start).await;
         in_flight.answered(res, upgrade)
     }
 
     async fn send_h2(self) -> Result<super::Res, ProxyError> {
         let Attempt { shared, backend, ep, req, start, .. } = self;
         let mut in_flight = InFlight { shared: &shared, backend: &backend, ep: &ep, start, done: false };
-        let res = {
-            let _pending = ep.stats.start();
-            ep.client.send_h2(req).await
-        };
+        let res = ep.client.send_h2(req).await;
         in_flight.answered(res, None)
     }
 }
@@ -273,6 +293,48 @@ mod tests {
         assert_eq!(absolute_uri(&req("/", None), ep).unwrap(), "http://10.0.0.1:8080/");
         let err = absolute_uri(&req("/", Some("bad host")), ep).unwrap_err();
         assert_eq!(err.reason(), "bad-request");
+    }
+
+    #[tokio::test]
+    async fn a_chosen_endpoint_counts_the_request_from_the_choice_until_the_attempt_ends() {
+        use tower::Service;
+
+        use crate::config::ProxyConfig;
+        use crate::http::{RouteCtx, full};
+        use crate::route::RequestView;
+
+        // Two endpoints nothing listens on (loopback; the attempts below are never sent, but
+        // the last, which is refused).
+        let yaml = "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:
+  - name: app
+    endpoints: [{address: '127.0.0.1:9'}, {address: '127.0.0.2:9'}]
+    routes:
+      - matches: [{path: {type: PathPrefix, value: /}}]
+";
+        let shared = Arc::new(Shared::new(ProxyConfig::from_yaml(yaml).unwrap(), Default::default(), None).unwrap());
+        let service = shared.snapshot().services["app"].clone();
+        let headers = http::HeaderMap::new();
+        let view = RequestView { method: &http::Method::GET, path: "/", query: None, headers: &headers };
+        let rule = service.routes.find(&view).unwrap().clone();
+        let ctx = RouteCtx { service: service.clone(), rule, backend: service.clone() };
+        let pending = || service.endpoints.iter().map(|w| w.endpoint.stats.pending()).collect::<Vec<_>>();
+        let mut balance = Balance::new(shared.clone());
+        // As hyper's HTTP/2 server does with a batch of streams: every call before any poll.
+        // The second choice sees the first and takes the other endpoint (same latency, fewer
+        // pending).
+        let first = balance.call(Routed::new(ctx.clone(), Req::new(full(""))));
+        assert_eq!(pending().iter().sum::<usize>(), 1);
+        let second = balance.call(Routed::new(ctx.clone(), Req::new(full(""))));
+        assert_eq!(pending(), [1, 1]);
+        // An attempt dropped unpolled (a timeout, the client gone) ends its count.
+        drop(first);
+        assert_eq!(pending().iter().sum::<usize>(), 1);
+        drop(second);
+        assert_eq!(pending(), [0, 0]);
+        // So does one that ran: nothing listens, the connection is refused.
+        let refused = balance.call(Routed::new(ctx.clone(), Req::new(full("")))).await;
+        assert!(matches!(refused, Err(ProxyError::Connect(_))), "{refused:?}");
+        assert_eq!(pending(), [0, 0]);
     }
 
     #[test]

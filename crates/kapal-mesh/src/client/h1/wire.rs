@@ -288,10 +288,10 @@ fn parse_head(buf: &mut BytesMut, spans: &mut Vec<Span>, sent: Sent) -> io::Resu
         let head = buf.split_to(len).freeze();
         let (headers, named) = header_map(&head, spans)?;
         let version = if version == 0 { Version::HTTP_10 } else { Version::HTTP_11 };
-        let connection_has = |token| named.connection && connection_has(&headers, token);
+        let lists = |token| named.connection && connection_has(&headers, token);
         // Once `close` is said, `keep-alive` cannot take it back.
-        let keep_alive = !connection_has("close")
-            && (version == Version::HTTP_11 || connection_has("keep-alive"))
+        let keep_alive = !lists("close")
+            && (version == Version::HTTP_11 || lists("keep-alive"))
             // Both framings at once (RFC 9112 §6.3): the body is read as chunked, and the
             // connection is not trusted with another request.
             && !(named.transfer_encoding && named.content_length);
