@@ -157,7 +157,7 @@ impl EndpointClient {
         h2: bool,
         now: tokio::time::Instant,
     ) -> Result<http::Response<Body>, SendError> {
-        if h2 { self.h2.send(&self.connector, req).await } else { self.h1.send(&self.connector, req, now).await }
+        if h2 { self.send_h2(req).await } else { self.send_h1(req, now).await }
     }
 
     /// [`send`](Self::send) over HTTP/1.1, whose future holds the request only while no pooled
