@@ -170,32 +170,3 @@ async fn h2_streams(
     }
     Ok((samples, errors))
 }
-
-/// Closed loop: `connections` HTTP/1.1 connections sending back to back; returns requests/s.
-pub async fn max_throughput(target: SocketAddr, duration: Duration, connections: usize) -> anyhow::Result<f64> {
-    let deadline = Instant::now() + duration;
-    let mut workers = Vec::new();
-    for _ in 0..connections {
-        let mut sender = h1_connect(target).await?;
-        workers.push(tokio::spawn(async move {
-            let mut n = 0u64;
-            while Instant::now() < deadline {
-                if h1_ready(target, &mut sender).await.is_err() {
-                    break;
-                }
-                let Ok(res) = sender.send_request(request(target)).await else { break };
-                if res.into_body().collect().await.is_err() {
-                    break;
-                }
-                n += 1;
-            }
-            n
-        }));
-    }
-    let started = Instant::now();
-    let mut total = 0;
-    for w in workers {
-        total += w.await?;
-    }
-    Ok(total as f64 / started.elapsed().as_secs_f64().max(duration.as_secs_f64()))
-}

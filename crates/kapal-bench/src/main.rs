@@ -8,6 +8,7 @@ mod api;
 mod etcd;
 mod loadgen;
 mod proxy;
+mod raw;
 mod scheduler;
 mod server;
 mod stats;

@@ -23,6 +23,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::json;
 
 use crate::loadgen::{self, Proto};
+use crate::raw;
 use crate::stats::{Samples, cpu_seconds, rss_mib};
 
 #[derive(Debug, clap::Args)]
@@ -64,14 +65,14 @@ pub struct Args {
     /// measured as "kapal proxy (compare)" beside the others in every latency run and throughput round.
     #[arg(long)]
     compare_exe: Option<PathBuf>,
-    /// Throughput rounds: each round measures every target once, in turn, so that slow drifts
-    /// of a shared machine's load hit all of them alike.
+    /// Throughput rounds: each round measures every target for `duration`, in `slices` turns,
+    /// and gives kapal's throughput as a share of HAProxy's; the run reports the median share.
     #[arg(long, default_value_t = 1)]
     rounds: usize,
-    /// Slices of each latency measurement: the targets take turns slice by slice (each
-    /// `duration / slices` long) and a target's figures are taken over all its slices, so that a
-    /// burst of the neighbours' load lands on every target alike instead of on whichever was
-    /// being measured.
+    /// Slices of each latency measurement and throughput round: the targets take turns slice by
+    /// slice (each `duration / slices` long) and a target's figures are taken over all its
+    /// slices, so that a burst of the neighbours' load lands on every target alike instead of on
+    /// whichever was being measured.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     slices: u32,
     /// Internal: serve as a proxy with this config (the scenario runs itself as the proxy).
@@ -249,7 +250,8 @@ async fn baselines(dir: &Path, app: SocketAddr) -> anyhow::Result<Vec<Baseline>>
     Ok(out)
 }
 
-/// A tiny HTTP/1.1 + HTTP/2 backend answering `ok`.
+/// A tiny HTTP/1.1 + HTTP/2 backend answering `ok`: HTTP/2 from hyper, HTTP/1.1 from canned
+/// bytes ([`raw::serve_h1`]), which cost CPU 0 less per request in the throughput rounds.
 async fn backend() -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -257,10 +259,13 @@ async fn backend() -> anyhow::Result<SocketAddr> {
         while let Ok((stream, _)) = listener.accept().await {
             let _ = stream.set_nodelay(true);
             tokio::spawn(async move {
+                if !raw::opens_with_h2_preface(&stream).await {
+                    return raw::serve_h1(stream).await;
+                }
                 let svc = hyper::service::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
                     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from_static(b"ok"))))
                 });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)
                     .await;
             });
@@ -311,6 +316,46 @@ struct Taken {
     elapsed: Duration,
     /// CPU seconds of the target's processes.
     cpu: f64,
+}
+
+/// What one target's throughput slices in a round added up to.
+#[derive(Default, Clone)]
+struct Throughput {
+    requests: u64,
+    elapsed: Duration,
+    /// CPU seconds of the target's processes.
+    cpu: f64,
+}
+
+impl Throughput {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    fn per_cpu_second(&self) -> f64 {
+        self.requests as f64 / self.cpu.max(f64::EPSILON)
+    }
+}
+
+/// Times a fixed piece of CPU work (a pseudo-random walk over a 1 MiB table, about 7 ms on the
+/// machine this was written on): how fast the shared machine lets this CPU run right now. Run
+/// between slices, when nothing else of this process is working.
+fn speed_probe() -> Duration {
+    let table: Vec<u32> = (0..1u32 << 18).map(|i| i.wrapping_mul(2_654_435_761)).collect();
+    let (mut x, mut sum) = (88_172_645_463_325_252u64, 0u64);
+    let started = Instant::now();
+    for _ in 0..3_000_000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        sum = sum.wrapping_add(u64::from(table[(x as usize) & ((1 << 18) - 1)]));
+    }
+    std::hint::black_box(sum);
+    started.elapsed()
+}
+
+fn ms_of(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
 }
 
 /// CPU seconds used so far by the processes `pids`.
@@ -497,34 +542,67 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         pin_self_to_cpu0()?;
     }
     let rounds = if args.latency_only { 0 } else { args.rounds.max(1) };
+    let slice = duration / args.slices;
     // kapal proxy ÷ HAProxy in each round, in req/s.
     let mut ratios = Vec::new();
     for round in 1..=rounds {
-        let mut measured = Vec::new();
-        for (name, addr, pids) in &targets {
-            let (cpu_before, started) = (cpu_of(pids), Instant::now());
-            let rps = loadgen::max_throughput(*addr, duration, 64).await?;
-            let used = (cpu_of(pids) - cpu_before) / started.elapsed().as_secs_f64();
+        // The targets take turns slice by slice, as in the latency runs: the neighbours' load on
+        // a shared machine comes in bursts of a few seconds, which would otherwise land on
+        // whichever target was being measured (both proxies had rounds 20 % slower than their
+        // best, and a CPU-speed probe was slower in those rounds too).
+        let mut taken = vec![Throughput::default(); targets.len()];
+        let mut probes = Vec::with_capacity(args.slices as usize);
+        for s in 0..args.slices as usize {
+            probes.push(speed_probe());
+            for i in (0..targets.len()).map(|k| (k + s + round) % targets.len()) {
+                let ((_, addr, pids), taken) = (&targets[i], &mut taken[i]);
+                let cpu_before = cpu_of(pids);
+                let (requests, elapsed) = raw::max_throughput(*addr, slice, 64).await?;
+                taken.cpu += cpu_of(pids) - cpu_before;
+                taken.requests += requests;
+                taken.elapsed += elapsed;
+            }
+        }
+        for ((name, _, pids), t) in targets.iter().zip(&taken) {
             let name = if args.rounds > 1 { format!("{name}, round {round}") } else { name.to_string() };
             let value = if pids.is_empty() {
-                format!("{rps:.0} req/s")
+                format!("{:.0} req/s", t.rps())
             } else {
                 // Requests per second of the proxy's own CPU time: what one saturated core serves.
-                format!("{rps:.0} req/s at {:.0} % CPU ({:.0} req per CPU-second)", 100.0 * used, rps / used)
+                format!(
+                    "{:.0} req/s at {:.0} % CPU ({:.0} req per CPU-second)",
+                    t.rps(),
+                    100.0 * t.cpu / t.elapsed.as_secs_f64(),
+                    t.per_cpu_second()
+                )
             };
             row(&format!("max throughput HTTP/1.1, 64 connections, {name}"), value, "");
-            measured.push((rps, rps / used));
         }
+        probes.sort();
+        row(
+            &format!("round {round}: CPU-speed probe on CPU 0, median of {}", probes.len()),
+            format!(
+                "{:.2} ms (from {:.2} to {:.2})",
+                ms_of(probes[probes.len() / 2]),
+                ms_of(probes[0]),
+                ms_of(probes[probes.len() - 1])
+            ),
+            "",
+        );
         if let Some(h) = targets.iter().position(|(name, _, _)| *name == "HAProxy") {
             let of = |i: usize| {
-                let ((rps, per_cpu), (base_rps, base_per_cpu)) = (measured[i], measured[h]);
-                format!("{:.0} % (per CPU-second {:.0} %)", 100.0 * rps / base_rps, 100.0 * per_cpu / base_per_cpu)
+                let (t, base) = (&taken[i], &taken[h]);
+                format!(
+                    "{:.0} % (per CPU-second {:.0} %)",
+                    100.0 * t.rps() / base.rps(),
+                    100.0 * t.per_cpu_second() / base.per_cpu_second()
+                )
             };
             row(&format!("round {round}: kapal proxy / HAProxy"), of(1), "≥ 100 %");
             if compare.is_some() {
                 row(&format!("round {round}: kapal proxy (compare) / HAProxy"), of(2), "");
             }
-            ratios.push(100.0 * measured[1].0 / measured[h].0);
+            ratios.push(100.0 * taken[1].rps() / taken[h].rps());
         }
     }
     if ratios.len() > 1 {
