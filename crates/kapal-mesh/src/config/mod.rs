@@ -403,6 +403,11 @@ pub struct RetryPolicy {
     /// Largest request body buffered for replay; larger bodies are not retried (default 64 KiB).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
+    /// Retry requests of methods that are not idempotent (POST, PATCH, …) after the endpoint
+    /// had them too: on a status code, a reset or a per-try timeout (default false: only
+    /// connect failures and the `grpcCodes`, which say the call was not processed).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub non_idempotent: bool,
 }
 
 fn default_retry_codes() -> Vec<u16> {

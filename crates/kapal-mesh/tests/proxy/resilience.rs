@@ -19,6 +19,7 @@ fn flaky() -> Handler {
 async fn retries_hide_a_flaky_backend() {
     let with = backend("with", flaky()).await;
     let without = backend("without", flaky()).await;
+    let posts = backend("posts", flaky()).await;
     let p = proxy(&format!(
         "services:
   - name: with
@@ -28,18 +29,40 @@ async fn retries_hide_a_flaky_backend() {
   - name: without
     listen: 127.0.0.1:0
     endpoints: [{{address: '{}'}}]
+  - name: posts
+    listen: 127.0.0.1:0
+    endpoints: [{{address: '{}'}}]
+    routes: [{{retry: {{attempts: 2, codes: [503], nonIdempotent: true}}}}]
 ",
-        with.addr, without.addr
+        with.addr, without.addr, posts.addr
     ))
     .await;
     let client = h1_client();
+    let with_body = |method: http::Method, base: String| {
+        Request::builder().method(method).uri(format!("{base}/")).body(Full::new(Bytes::from("payload"))).unwrap()
+    };
     for i in 0..20 {
-        // POSTs with a small body are replayed too.
-        let req = Request::post(format!("{}/", url(&p, "with").await)).body(Full::new(Bytes::from("payload"))).unwrap();
-        let res = send(&client, req).await;
+        // PUTs (idempotent) with a small body are replayed too.
+        let res = send(&client, with_body(http::Method::PUT, url(&p, "with").await)).await;
         assert_eq!((res.status, res.body.as_str()), (StatusCode::OK, "with:7"), "request {i}");
     }
     assert_eq!(with.hits(), 40);
+    // A POST the endpoint answered with 503 may have had its effect: it is not repeated.
+    let mut failed = 0;
+    for _ in 0..20 {
+        if send(&client, with_body(http::Method::POST, url(&p, "with").await)).await.status
+            == StatusCode::SERVICE_UNAVAILABLE
+        {
+            failed += 1;
+        }
+    }
+    assert_eq!((failed, with.hits()), (10, 60));
+    // Unless the policy says the route's POSTs are safe to repeat.
+    for i in 0..20 {
+        let res = send(&client, with_body(http::Method::POST, url(&p, "posts").await)).await;
+        assert_eq!((res.status, res.body.as_str()), (StatusCode::OK, "posts:7"), "request {i}");
+    }
+    assert_eq!(posts.hits(), 40);
     let mut failed = 0;
     for _ in 0..20 {
         if get(&client, format!("{}/", url(&p, "without").await)).await.status == StatusCode::SERVICE_UNAVAILABLE {
@@ -48,10 +71,10 @@ async fn retries_hide_a_flaky_backend() {
     }
     assert_eq!(failed, 10);
     let metrics = admin(&p, "/metrics").await.body;
-    assert!(
-        metrics.contains(r#"kapal_proxy_retries_total{service="with",route="0",result="retried"} 20"#),
-        "{metrics}"
-    );
+    for service in ["with", "posts"] {
+        let series = format!(r#"kapal_proxy_retries_total{{service="{service}",route="0",result="retried"}} 20"#);
+        assert!(metrics.contains(&series), "{series} in {metrics}");
+    }
 }
 
 #[tokio::test]
