@@ -1,5 +1,5 @@
-//! Golden metrics per route and backend, trace context, one span per request (a `tracing` span,
-//! and an OTLP span when export is on), access log.
+//! Golden metrics per route and backend, trace context, one span per request (a `tracing` span
+//! with a DEBUG event as the request ends, and an OTLP span when export is on), access log.
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, Weak};
@@ -110,8 +110,8 @@ impl<S: Inner> Observe<S> {
         let fut = self.inner.call(Routed { ctx: ctx.clone(), req, start });
         let (shared, handles) = (self.shared.clone(), self.handles.clone());
         Box::pin(async move {
-            let res = match span {
-                Some(span) => fut.instrument(span).await,
+            let res = match &span {
+                Some(span) => fut.instrument(span.clone()).await,
                 None => fut.await,
             };
             let elapsed = start.elapsed();
@@ -119,6 +119,17 @@ impl<S: Inner> Observe<S> {
                 Ok(r) => r.status(),
                 Err(e) => e.status(),
             };
+            // The fmt subscriber prints a span only with the events inside it: one at the end
+            // makes every request show up in a debug log, with the span's fields.
+            if let Some(span) = &span {
+                tracing::debug!(
+                    parent: span,
+                    status = status.as_u16(),
+                    duration_ms = elapsed.as_secs_f64() * 1000.0,
+                    error = res.as_ref().err().map(ProxyError::reason),
+                    "request"
+                );
+            }
             record(&shared, &handles, &ctx, direction, status.as_u16(), identity, elapsed);
             if let Some((spans, started, conn)) = otlp {
                 spans.record(started.finish(&ctx, &conn, direction, trace, &res, elapsed));

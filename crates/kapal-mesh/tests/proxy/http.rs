@@ -268,6 +268,16 @@ async fn grpc_trailers_pass_through() {
 }
 
 #[tokio::test]
+async fn grpc_bidi_streams_are_not_buffered() {
+    let app = grpc_echo().await;
+    let p = proxy(&format!(
+        "services: [{{name: g, listen: 127.0.0.1:0, protocol: grpc, endpoints: [{{address: '{app}'}}]}}]\n"
+    ))
+    .await;
+    grpc_bidi_echo(&url(&p, "g").await).await;
+}
+
+#[tokio::test]
 async fn http1_upgrades_are_tunnelled() {
     let addr = serve(|mut req: http::Request<hyper::body::Incoming>| async move {
         let on = hyper::upgrade::on(&mut req);

@@ -109,6 +109,54 @@ async fn mtls_between_proxies_with_identity_authorization() {
 }
 
 #[tokio::test]
+async fn grpc_between_mtls_proxies() {
+    let pki = Pki::new();
+    let app = grpc_echo().await;
+    let (server, server_addr, _d1) = server_proxy(&pki, app).await;
+    let (web, _d2) = client_proxy(&pki, "web", server_addr, "api", "grpc").await;
+    let base = url(&web, "api").await;
+
+    // A unary call: the answer and the trailers after it arrive whole.
+    let call = h2_client().request(grpc_request(
+        format!("{base}/kapal.test.Echo/Unary"),
+        http_body_util::Full::new(grpc_message(b"web")),
+    ));
+    let res = within("unary call", call).await.expect("unary call through the proxies");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/grpc");
+    let mut reply = GrpcReader::new(res.into_body());
+    assert_eq!(within("unary answer", reply.message()).await.as_deref(), Some(&b"hello, web"[..]));
+    assert_eq!(within("unary trailers", reply.message()).await, None);
+    assert_eq!(reply.trailers()["grpc-status"], "0");
+    assert_eq!(reply.trailers()["x-echo-count"], "1");
+
+    // A call the server fails: HTTP 200, the gRPC status in the trailers.
+    let call = h2_client()
+        .request(grpc_request(format!("{base}/kapal.test.Echo/Fail"), http_body_util::Full::new(grpc_message(b"web"))));
+    let res = within("failing call", call).await.expect("failing call through the proxies");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert!(res.headers().get("grpc-status").is_none(), "{:?}", res.headers());
+    let mut reply = GrpcReader::new(res.into_body());
+    assert_eq!(within("failing call's trailers", reply.message()).await, None);
+    assert_eq!(reply.trailers()["grpc-status"], "5");
+    assert_eq!(reply.trailers()["grpc-message"], "no such greeting");
+
+    // A bidirectional stream, message by message, through both proxies and the TLS between them.
+    grpc_bidi_echo(&base).await;
+
+    // The server-side proxy saw all three calls come from the client proxy's identity, on the one
+    // mTLS connection they shared.
+    let metrics = admin(&server, "/metrics").await.body;
+    let port = app.port();
+    let calls = format!(
+        "kapal_proxy_requests_total{{direction=\"inbound\",service=\"inbound:{port}\",route=\"default\",backend=\"inbound:{port}\",status_class=\"2xx\",client_identity=\"{}\"}} 3",
+        spiffe("web")
+    );
+    assert!(metrics.contains(&calls), "{metrics}");
+    assert!(metrics.contains(r#"kapal_proxy_tls_handshakes_total{direction="inbound",result="ok"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
 async fn plaintext_clients_are_accepted_unless_required() {
     let pki = Pki::new();
     let app = ok_backend("app").await;

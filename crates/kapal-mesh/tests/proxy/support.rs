@@ -240,3 +240,154 @@ impl Pki {
 pub fn spiffe(sa: &str) -> String {
     format!("spiffe://cluster.local/ns/default/sa/{sa}")
 }
+
+/// Waits up to 5 s for `fut`, failing with `what`: a proxy that buffers a stream fails a test
+/// instead of hanging it.
+pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(5), fut).await.unwrap_or_else(|_| panic!("timed out: {what}"))
+}
+
+/// One gRPC message: uncompressed flag, 4-byte big-endian length, payload.
+pub fn grpc_message(payload: &[u8]) -> Bytes {
+    let mut m = Vec::with_capacity(5 + payload.len());
+    m.push(0);
+    m.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
+    m.extend_from_slice(payload);
+    m.into()
+}
+
+/// Reads whole gRPC messages off a body as they arrive, however its DATA frames split them, and
+/// then its trailers.
+pub struct GrpcReader<B> {
+    body: B,
+    buf: bytes::BytesMut,
+    trailers: Option<http::HeaderMap>,
+}
+
+impl<B> GrpcReader<B>
+where
+    B: hyper::body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Debug,
+{
+    pub fn new(body: B) -> Self {
+        GrpcReader { body, buf: bytes::BytesMut::new(), trailers: None }
+    }
+
+    /// The next message's payload; `None` once the body has ended, which it must do between
+    /// messages.
+    pub async fn message(&mut self) -> Option<Bytes> {
+        loop {
+            if self.buf.len() >= 5 {
+                assert_eq!(self.buf[0], 0, "compressed-flag of a message");
+                let len = u32::from_be_bytes(self.buf[1..5].try_into().unwrap()) as usize;
+                if self.buf.len() >= 5 + len {
+                    let mut m = self.buf.split_to(5 + len);
+                    return Some(m.split_off(5).freeze());
+                }
+            }
+            let Some(frame) = self.body.frame().await else {
+                assert!(self.buf.is_empty(), "the body ended inside a message: {:?}", self.buf);
+                return None;
+            };
+            match frame.expect("a frame of a gRPC body").into_data() {
+                Ok(data) => self.buf.extend_from_slice(&data),
+                Err(frame) => self.trailers = frame.into_trailers().ok(),
+            }
+        }
+    }
+
+    /// The trailers, once [`message`](Self::message) has returned `None`.
+    pub fn trailers(&self) -> &http::HeaderMap {
+        self.trailers.as_ref().expect("the body ended with trailers")
+    }
+}
+
+/// The request body of a streaming gRPC call: its messages are sent on the channel, and it ends
+/// when the sender is dropped.
+pub type GrpcStream = http_body_util::StreamBody<
+    futures::channel::mpsc::UnboundedReceiver<Result<hyper::body::Frame<Bytes>, Infallible>>,
+>;
+
+/// A gRPC-style echo server on 127.0.0.1:0 (HTTP/2, `application/grpc`, length-prefixed
+/// messages, the status in trailers). Its response starts at once, and it answers each request
+/// message as soon as it has arrived: `/kapal.test.Echo/Unary` with `hello, <message>`,
+/// `/kapal.test.Echo/Stream` with `echo: <message>`. Once the request has ended, the trailers
+/// say `grpc-status: 0` and, in `x-echo-count`, how many messages were read.
+/// `/kapal.test.Echo/Fail` reads the request and fails with NOT_FOUND (5) in trailers; a
+/// request that is not gRPC (not HTTP/2, another content type, no `te: trailers`) fails with
+/// INVALID_ARGUMENT (3).
+pub async fn grpc_echo() -> SocketAddr {
+    serve(|req: Request<Incoming>| async move {
+        let grpc = req.version() == http::Version::HTTP_2
+            && req.headers().get(http::header::CONTENT_TYPE).is_some_and(|v| v == "application/grpc")
+            && req.headers().get(http::header::TE).is_some_and(|v| v == "trailers");
+        let prefix = match req.uri().path() {
+            "/kapal.test.Echo/Unary" => Some("hello, "),
+            "/kapal.test.Echo/Stream" => Some("echo: "),
+            _ => None,
+        };
+        let (tx, rx) = futures::channel::mpsc::unbounded();
+        let mut messages = GrpcReader::new(req.into_body());
+        tokio::spawn(async move {
+            let mut count = 0;
+            while let Some(m) = messages.message().await {
+                count += 1;
+                if let (true, Some(prefix)) = (grpc, prefix) {
+                    let reply = grpc_message(&[prefix.as_bytes(), &m].concat());
+                    let _ = tx.unbounded_send(Ok(hyper::body::Frame::data(reply)));
+                }
+            }
+            let (status, message) = match prefix {
+                _ if !grpc => ("3", Some("not a gRPC request")),
+                Some(_) => ("0", None),
+                None => ("5", Some("no such greeting")),
+            };
+            let mut trailers = http::HeaderMap::new();
+            trailers.insert("grpc-status", status.parse().unwrap());
+            if let Some(message) = message {
+                trailers.insert("grpc-message", message.parse().unwrap());
+            }
+            trailers.insert("x-echo-count", count.into());
+            let _ = tx.unbounded_send(Ok(hyper::body::Frame::trailers(trailers)));
+        });
+        let mut res = Response::new(BodyExt::boxed_unsync(http_body_util::StreamBody::new(rx)));
+        res.headers_mut().insert(http::header::CONTENT_TYPE, "application/grpc".parse().unwrap());
+        res
+    })
+    .await
+}
+
+/// A gRPC request to `url` (`http://host:port/pkg.Service/Method`) with `body`.
+pub fn grpc_request<B>(url: String, body: B) -> Request<B> {
+    Request::post(url).header("content-type", "application/grpc").header("te", "trailers").body(body).unwrap()
+}
+
+/// A bidirectional stream with [`grpc_echo`] behind `base`: each message must come back before
+/// the next is sent, so neither direction may be held back until its end, and the trailers must
+/// follow the client's end of stream.
+pub async fn grpc_bidi_echo(base: &str) {
+    let client = Client::builder(TokioExecutor::new()).http2_only(true).build_http::<GrpcStream>();
+    let (tx, rx) = futures::channel::mpsc::unbounded();
+    let send = |payload: &str| tx.unbounded_send(Ok(hyper::body::Frame::data(grpc_message(payload.as_bytes()))));
+    // The first message goes with the call, as a gRPC client sends it: a server may wait for it
+    // before it answers.
+    send("ping 0").unwrap();
+    let call =
+        client.request(grpc_request(format!("{base}/kapal.test.Echo/Stream"), http_body_util::StreamBody::new(rx)));
+    let res = within("response head of the stream", call).await.expect("streaming call through the proxy");
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()[http::header::CONTENT_TYPE], "application/grpc");
+    let mut echoes = GrpcReader::new(res.into_body());
+    for i in 0..4 {
+        if i > 0 {
+            send(&format!("ping {i}")).unwrap();
+        }
+        let echo = within(&format!("echo {i} while the request stream is open"), echoes.message()).await;
+        assert_eq!(echo.as_deref(), Some(format!("echo: ping {i}").as_bytes()));
+    }
+    drop(tx);
+    assert_eq!(within("end of the response stream", echoes.message()).await, None);
+    let trailers = echoes.trailers();
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-echo-count"], "4");
+}
