@@ -222,11 +222,17 @@ impl Shared {
 
     /// Compiles and swaps in a validated config.
     pub fn apply(&self, config: ProxyConfig) -> Result<(), ApplyError> {
+        let previous = self.snapshot();
         let mut pool = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
         let mut used = HashMap::new();
         let mut services = HashMap::new();
         for svc in &config.services {
-            let rt = self.service(svc.clone(), &mut pool, &mut used)?;
+            let mut rt = self.service(svc.clone(), &mut pool, &mut used)?;
+            // A reload keeps what a service's retry budget has counted while its settings stay
+            // the same; else every reload would hand a failing service a fresh reserve of retries.
+            if let Some(old) = previous.services.get(&svc.name).filter(|old| old.cfg.retry_budget == svc.retry_budget) {
+                rt.budget = old.budget.clone();
+            }
             services.insert(svc.name.clone(), Arc::new(rt));
         }
         let mut inbound = HashMap::new();
@@ -304,5 +310,40 @@ impl ServiceRt {
             Protocol::Http2 | Protocol::Grpc => Some(true),
             Protocol::Detect | Protocol::Opaque => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(route: &str, budget: &str) -> ProxyConfig {
+        let yaml = format!(
+            "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:
+  - name: app
+    endpoints: [{{address: '127.0.0.1:9'}}]
+    routes: [{{name: {route}, retry: {{attempts: 1}}}}]
+    retryBudget: {budget}
+"
+        );
+        ProxyConfig::from_yaml(&yaml).unwrap()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_keeps_the_retry_budget_while_its_settings_stay() {
+        let tight = "{ratio: 0.0, minRetriesPerSecond: 1, ttl: 1s}";
+        let shared = Shared::new(config("a", tight), Default::default(), None).unwrap();
+        let budget = || shared.snapshot().services["app"].budget.clone();
+        assert!(budget().try_withdraw());
+        assert!(!budget().try_withdraw(), "the reserve of one retry is spent");
+        // Routes change, the budget's settings do not: the spent reserve stays spent.
+        let before = budget();
+        shared.apply(config("b", tight)).unwrap();
+        assert!(Arc::ptr_eq(&before, &budget()));
+        assert!(!budget().try_withdraw());
+        // New settings: a new budget.
+        shared.apply(config("b", "{ratio: 0.0, minRetriesPerSecond: 2, ttl: 1s}")).unwrap();
+        assert!(!Arc::ptr_eq(&before, &budget()));
+        assert!(budget().try_withdraw());
     }
 }

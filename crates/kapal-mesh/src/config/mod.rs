@@ -106,7 +106,8 @@ pub struct Endpoint {
     /// Relative share of the service's traffic (default 1; 0 = none).
     #[serde(default = "one")]
     pub weight: u32,
-    /// Free-form labels (version, zone, …) for metrics and humans.
+    /// Free-form labels (version, zone, …) for humans: kept in the config and shown by `/config`,
+    /// but neither routing nor metrics use them.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     /// The endpoint's SPIFFE identity: when set, the endpoint is a meshed proxy and the connection
