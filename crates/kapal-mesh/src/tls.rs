@@ -222,24 +222,32 @@ impl MeshTls {
         Ok(())
     }
 
-    /// Polls the files' modification times and reloads on change, forever.
+    /// Polls the files' modification times and reloads on change, forever. A reload that
+    /// failed (files are often written one after another, and a read can fall between them) is
+    /// tried again at every poll until the files load, even if they change no more: the last
+    /// write can land within the same tick of the file system's clock as the failed read.
     pub async fn watch(self: Arc<Self>, every: Duration, metrics: Arc<Metrics>) {
         let mut seen = self.files.mtimes();
+        let mut failed = false;
         loop {
             tokio::time::sleep(every).await;
             let now = self.files.mtimes();
-            if now == seen {
+            let changed = now != seen;
+            if !changed && !failed {
                 continue;
             }
             seen = now;
             let result = match self.reload() {
                 Ok(()) => {
                     tracing::info!(identity = ?self.identity(), "reloaded certificates");
+                    failed = false;
                     "ok"
                 }
+                // Told once per change, not at every retry.
+                Err(_) if !changed => continue,
                 Err(error) => {
-                    // Files are often written one after another; the next change retries.
                     tracing::warn!(%error, "certificate reload failed; keeping the previous certificate");
+                    failed = true;
                     "error"
                 }
             };
