@@ -481,6 +481,42 @@ mod tests {
     }
 
     #[test]
+    fn regex_header_matches_select_their_rule() {
+        let t = table(
+            r"      - {name: v2-api, matches: [{path: {value: /api}, headers: [{name: x-version, type: RegularExpression, value: 'v2\.[0-9]+'}]}]}
+      - {name: beta, matches: [{headers: [{name: x-client, type: RegularExpression, value: '(ios|android)-beta'}]}]}",
+        );
+        assert_eq!(find(&t, "GET", "/api/users", &[("x-version", "v2.13")]), Some("v2-api"));
+        assert_eq!(find(&t, "GET", "/other", &[("x-client", "android-beta")]), Some("beta"));
+        // Both match: the longer path prefix decides.
+        assert_eq!(find(&t, "GET", "/api", &[("x-version", "v2.0"), ("x-client", "ios-beta")]), Some("v2-api"));
+        // The expression must match the whole value, and a missing header matches nothing.
+        for value in ["v2.", "v3.1", "v2.1-rc", "xv2.1", "v2x1"] {
+            assert_eq!(find(&t, "GET", "/api", &[("x-version", value)]), None, "x-version: {value}");
+        }
+        assert_eq!(find(&t, "GET", "/api", &[("x-client", "web-beta")]), None);
+        assert_eq!(find(&t, "GET", "/api", &[]), None);
+    }
+
+    #[test]
+    fn regex_query_matches_select_their_rule() {
+        let t = table(
+            "      - {name: any}
+      - {name: traced, matches: [{queryParams: [{name: trace, type: RegularExpression, value: '[0-9a-f]{8}'}]}]}
+      - {name: paged, matches: [{path: {value: /list}, queryParams: [{name: page, type: RegularExpression, value: '[1-9][0-9]*'}, {name: trace, value: 'off'}]}]}",
+        );
+        assert_eq!(find(&t, "GET", "/x?trace=deadbeef", &[]), Some("traced"));
+        assert_eq!(find(&t, "GET", "/x?a=1&trace=0badf00d&b", &[]), Some("traced"));
+        assert_eq!(find(&t, "GET", "/list?page=12&trace=off", &[]), Some("paged"));
+        // Whole values only, and case-sensitive.
+        for query in ["trace=DEADBEEF", "trace=deadbeef0", "trace=deadbee", "xtrace=deadbeef", "trace="] {
+            assert_eq!(find(&t, "GET", &format!("/x?{query}"), &[]), Some("any"), "{query}");
+        }
+        assert_eq!(find(&t, "GET", "/list?page=0&trace=off", &[]), Some("any"));
+        assert_eq!(find(&t, "GET", "/list?page=3", &[]), Some("any"));
+    }
+
+    #[test]
     fn ties_go_to_the_first_rule_and_matches_are_ored() {
         let t = table(
             "      - {name: first, matches: [{path: {value: /a}}, {path: {value: /b}}]}

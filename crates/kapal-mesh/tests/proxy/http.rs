@@ -437,3 +437,115 @@ async fn upstream_connections_are_pooled_across_client_connections() {
     // One HTTP/1.1 connection reused three times, one HTTP/2 connection for all streams.
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 2);
 }
+
+/// `len hash trailer` of a request body, as [`chunked_request_bodies_arrive_whole`] checks it.
+fn body_digest(body: &[u8], trailer: Option<&str>) -> String {
+    use std::hash::Hasher;
+    // SipHash with fixed keys: the same in the backend and in the test.
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(body);
+    format!("{} {:016x} {trailer:?}", body.len(), hasher.finish())
+}
+
+#[tokio::test]
+async fn chunked_request_bodies_arrive_whole() {
+    use http_body_util::BodyExt;
+    // Answers with what arrived: the body's length and hash, its `x-checksum` trailer, and
+    // whether it came chunked (no Content-Length).
+    let app = serve(|req: Request<hyper::body::Incoming>| async move {
+        let framing = match req.headers().get(http::header::CONTENT_LENGTH) {
+            Some(len) => format!("content-length {len:?}"),
+            None => "streamed".to_string(),
+        };
+        let collected = req.into_body().collect().await.expect("request body");
+        let trailer = collected.trailers().and_then(|t| t.get("x-checksum")).map(|v| v.to_str().unwrap().to_string());
+        let seen = format!("{framing} {}", body_digest(&collected.to_bytes(), trailer.as_deref()));
+        http::Response::new(Full::new(Bytes::from(seen)).boxed_unsync())
+    })
+    .await;
+    let p = proxy(&format!(
+        "services:
+  - {{name: to-h1, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{app}'}}]}}
+  - {{name: to-h2, listen: 127.0.0.1:0, protocol: http2, endpoints: [{{address: '{app}'}}]}}
+  - {{name: detect, listen: 127.0.0.1:0, endpoints: [{{address: '{app}'}}]}}
+"
+    ))
+    .await;
+    // 200 KiB of bytes that do not repeat with any short period, in five uneven chunks.
+    let mut state = 0x2545_f491_u32;
+    let body: Vec<u8> = (0..200 * 1024)
+        .map(|_| {
+            state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (state >> 24) as u8
+        })
+        .collect();
+    let sizes = [1, 65_536, 30_000, 100_000, 200 * 1024 - 195_537];
+    assert_eq!(sizes.iter().sum::<usize>(), body.len());
+    let want = format!("streamed {}", body_digest(&body, Some("abc123")));
+    for service in ["to-h1", "to-h2", "detect"] {
+        let mut s = tokio::net::TcpStream::connect(p.outbound_addr(service).await.unwrap()).await.unwrap();
+        let head = "POST /upload HTTP/1.1\r\nHost: app\r\nTransfer-Encoding: chunked\r\nTrailer: x-checksum\r\n\
+                    Connection: close\r\n\r\n";
+        s.write_all(head.as_bytes()).await.unwrap();
+        let mut at = 0;
+        for size in sizes {
+            s.write_all(format!("{size:x}\r\n").as_bytes()).await.unwrap();
+            s.write_all(&body[at..at + size]).await.unwrap();
+            s.write_all(b"\r\n").await.unwrap();
+            s.flush().await.unwrap();
+            at += size;
+            // Each chunk on its own, not one write the proxy might read at once.
+            tokio::task::yield_now().await;
+        }
+        s.write_all(b"0\r\nx-checksum: abc123\r\n\r\n").await.unwrap();
+        let mut out = Vec::new();
+        within(&format!("response through {service}"), s.read_to_end(&mut out)).await.unwrap();
+        let text = String::from_utf8_lossy(&out);
+        assert!(text.starts_with("HTTP/1.1 200"), "{service}: {text}");
+        assert!(text.ends_with(&want), "{service}: the backend saw {text:?}, want {want:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_upstream_reset_becomes_502_upstream_reset() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // Reads each request head, then resets the connection without answering.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let heads = Arc::new(AtomicUsize::new(0));
+    let seen = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                seen.fetch_add(1, Ordering::SeqCst);
+                socket2::SockRef::from(&s).set_linger(Some(Duration::ZERO)).unwrap();
+                drop(s);
+            });
+        }
+    });
+    let p = proxy(&format!(
+        "services: [{{name: web, listen: 127.0.0.1:0, protocol: http1, endpoints: [{{address: '{addr}'}}]}}]\n"
+    ))
+    .await;
+    let (client, base) = (h1_client(), url(&p, "web").await);
+    // A request without a body and one streaming a body take different client paths.
+    let requests = [
+        Request::get(format!("{base}/")).body(Full::default()).unwrap(),
+        Request::post(format!("{base}/")).body(Full::new(Bytes::from("payload"))).unwrap(),
+    ];
+    for (i, req) in requests.into_iter().enumerate() {
+        let res = send(&client, req).await;
+        assert_eq!((res.status, res.header("x-kapal-error")), (StatusCode::BAD_GATEWAY, Some("upstream-reset")), "{i}");
+        // No retry policy: the request reached the endpoint once.
+        assert_eq!(heads.load(Ordering::SeqCst), i + 1);
+    }
+}

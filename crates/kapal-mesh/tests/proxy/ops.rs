@@ -335,3 +335,60 @@ async fn connections_beyond_the_limit_are_closed() {
     tokio::time::sleep(Duration::from_millis(50)).await;
     assert_eq!(get(&h1_client(), format!("http://{addr}/")).await.status, StatusCode::OK);
 }
+
+/// Polls `/metrics` until `series` has the value `want`; fails with the last value seen.
+async fn wait_for_series(p: &kapal_mesh::Proxy, series: &str, want: u64) {
+    let value =
+        |metrics: &str| metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse::<u64>().ok());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let seen = value(&admin(p, "/metrics").await.body);
+        if seen == Some(want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{series} is {seen:?}, want {want}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn tcp_byte_counters_count_each_direction_once() {
+    // Reads the client's whole stream, then answers with REPLY bytes and closes.
+    const REPLY: usize = 70_001;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                s.read_to_end(&mut request).await.unwrap();
+                s.write_all(&vec![b'r'; REPLY]).await.unwrap();
+            });
+        }
+    });
+    let p = proxy(&format!(
+        "services:
+  - {{name: raw, listen: 127.0.0.1:0, protocol: opaque, endpoints: [{{address: '{app}'}}]}}
+  - {{name: sniffed, listen: 127.0.0.1:0, endpoints: [{{address: '{app}'}}]}}
+"
+    ))
+    .await;
+    let read = r#"kapal_proxy_tcp_bytes_total{direction="outbound",result="read"}"#;
+    let write = r#"kapal_proxy_tcp_bytes_total{direction="outbound",result="write"}"#;
+    let (mut sent, mut received) = (0, 0);
+    // An opaque listener, and one that detects the protocol first: the bytes detection read are
+    // replayed to the backend but counted once.
+    for (service, n) in [("raw", 100_000), ("sniffed", 123_457)] {
+        let mut s = tokio::net::TcpStream::connect(p.outbound_addr(service).await.unwrap()).await.unwrap();
+        let request: Vec<u8> = (0..n).map(|i| (i % 251) as u8).collect();
+        s.write_all(&request).await.unwrap();
+        s.shutdown().await.unwrap();
+        let mut reply = Vec::new();
+        within(&format!("reply through {service}"), s.read_to_end(&mut reply)).await.unwrap();
+        assert_eq!(reply.len(), REPLY, "{service}");
+        drop(s);
+        (sent, received) = (sent + n as u64, received + REPLY as u64);
+        wait_for_series(&p, read, sent).await;
+        wait_for_series(&p, write, received).await;
+    }
+}

@@ -206,3 +206,47 @@ async fn fault_injection_aborts_and_delays_by_percentage() {
     assert_eq!(get(&client, format!("{}/", url(&p, "delay").await)).await.status, StatusCode::OK);
     assert!(started.elapsed() >= Duration::from_millis(50));
 }
+
+#[tokio::test]
+async fn fault_delay_applies_to_its_percentage_of_requests() {
+    let b = ok_backend("b").await;
+    let p = proxy(&format!(
+        "services:
+  - name: delay
+    listen: 127.0.0.1:0
+    endpoints: [{{address: '{}'}}]
+    routes: [{{fault: {{delay: {{fixedDelay: 200ms, percentage: 50}}}}}}]
+",
+        b.addr
+    ))
+    .await;
+    let base = url(&p, "delay").await;
+    // 20 clients, 10 requests each: about a second in all.
+    let workers: Vec<_> = (0..20)
+        .map(|_| {
+            let base = base.clone();
+            tokio::spawn(async move {
+                let client = h1_client();
+                let mut delayed = 0;
+                for _ in 0..10 {
+                    let started = Instant::now();
+                    assert_eq!(get(&client, format!("{base}/")).await.status, StatusCode::OK);
+                    // A delayed request takes at least 200 ms; one that is not, on loopback,
+                    // a few milliseconds.
+                    if started.elapsed() >= Duration::from_millis(150) {
+                        delayed += 1;
+                    }
+                }
+                delayed
+            })
+        })
+        .collect();
+    let mut delayed = 0;
+    for w in workers {
+        delayed += w.await.unwrap();
+    }
+    // 50% of 200 ± 4.2 standard deviations (7.07).
+    assert!((70..=130).contains(&delayed), "{delayed} of 200 requests delayed");
+    // Delayed, not dropped: every request reached the backend.
+    assert_eq!(b.hits(), 200);
+}
