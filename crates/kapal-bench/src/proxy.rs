@@ -580,7 +580,11 @@ pub async fn run(kapal: &Path, args: Args) -> anyhow::Result<()> {
         }
         probes.sort();
         row(
-            &format!("round {round}: CPU-speed probe on CPU 0, median of {}", probes.len()),
+            &format!(
+                "round {round}: CPU-speed probe{}, median of {}",
+                if pin { " on CPU 0" } else { "" },
+                probes.len()
+            ),
             format!(
                 "{:.2} ms (from {:.2} to {:.2})",
                 ms_of(probes[probes.len() / 2]),

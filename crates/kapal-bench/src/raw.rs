@@ -2,7 +2,7 @@
 //!
 //! In those rounds the load generator and the backend share CPU 0 while the proxy under test has
 //! CPU 1. Built on hyper, the two cost about as much per request as a proxy does, so they, not the
-//! proxy, set the ceiling: in session 13 "direct" reached 67k req/s and both proxies' best rounds
+//! proxy, set the ceiling: in session 13 "direct" reached 63–69k req/s and both proxies' best rounds
 //! came within 2k of it, below 100 % CPU. These two write canned bytes and parse only message
 //! heads (httparse), which leaves the proxy as what saturates.
 
@@ -20,7 +20,8 @@ const RESPONSE: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ndate: Sat, 28 
 const BUF: usize = 8192;
 
 /// Serves one HTTP/1.1 connection whose requests carry no body: answers each complete request
-/// head with [`RESPONSE`], pipelined ones with one write. Returns when the peer closes or sends
+/// head with [`RESPONSE`], pipelined ones with one write. Returns when the peer closes, after
+/// answering a request that asks to close (`Connection: close`, HTTP/1.0), or when it sends
 /// something that is not such a request.
 pub async fn serve_h1(mut stream: TcpStream) {
     let (mut buf, mut filled) = (vec![0u8; BUF], 0);
@@ -45,8 +46,18 @@ pub async fn serve_h1(mut stream: TcpStream) {
                     if has_body {
                         return;
                     }
+                    let close = req.version == Some(0)
+                        || req.headers.iter().any(|h| {
+                            h.name.eq_ignore_ascii_case("connection")
+                                && h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                        });
                     used += len;
                     out.extend_from_slice(RESPONSE);
+                    if close {
+                        // The last answer on this connection (RFC 9112 §9.6).
+                        let _ = stream.write_all(&out).await;
+                        return;
+                    }
                 }
                 Ok(httparse::Status::Partial) => break,
                 Err(_) => return,
@@ -88,10 +99,14 @@ impl Conn {
         Ok(Conn { stream, buf: vec![0u8; BUF], filled: 0 })
     }
 
-    /// Sends `request` and reads one response. `Ok(false)`: the connection closed or asked to be
-    /// closed, and a new one is needed. A status other than 2xx or a malformed response is an error.
-    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<bool> {
-        self.stream.write_all(request).await?;
+    /// Sends `request` and reads one response. A status other than 2xx or a malformed response
+    /// is an error.
+    async fn exchange(&mut self, request: &[u8]) -> anyhow::Result<Outcome> {
+        // A kept-alive connection the target closed in the meantime fails the write or the
+        // read: the request was not answered, and goes again on a new connection.
+        if self.stream.write_all(request).await.is_err() {
+            return Ok(Outcome::Closed);
+        }
         loop {
             let mut headers = [httparse::EMPTY_HEADER; 32];
             let mut res = httparse::Response::new(&mut headers);
@@ -102,22 +117,32 @@ impl Conn {
                     Some(h) => std::str::from_utf8(h.value)?.trim().parse()?,
                     None => anyhow::bail!("a response without content-length"),
                 };
-                let close = header("connection").is_some_and(|h| h.value.eq_ignore_ascii_case(b"close"));
                 if self.filled >= head + body {
+                    let close = res.version == Some(0)
+                        || header("connection").is_some_and(|h| {
+                            h.value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+                        });
                     self.buf.copy_within(head + body..self.filled, 0);
                     self.filled -= head + body;
-                    return Ok(!close);
+                    return Ok(Outcome::Answered { keep_alive: !close });
                 }
                 anyhow::ensure!(head + body <= BUF, "a response of {} bytes", head + body);
             }
             anyhow::ensure!(self.filled < BUF, "a response head over {BUF} bytes");
-            let n = self.stream.read(&mut self.buf[self.filled..]).await?;
-            if n == 0 {
-                return Ok(false);
+            match self.stream.read(&mut self.buf[self.filled..]).await {
+                Ok(0) | Err(_) => return Ok(Outcome::Closed),
+                Ok(n) => self.filled += n,
             }
-            self.filled += n;
         }
     }
+}
+
+/// How one exchange ended, other than in an error.
+enum Outcome {
+    /// A response came; the connection may carry another request, or not.
+    Answered { keep_alive: bool },
+    /// The connection closed first: the request was not answered.
+    Closed,
 }
 
 /// Closed loop: `connections` HTTP/1.1 keep-alive connections sending `GET /` back to back for
@@ -136,11 +161,24 @@ pub async fn max_throughput(
         let (mut conn, request) = (Conn::open(target).await?, request.clone());
         workers.push(tokio::spawn(async move {
             let mut n = 0u64;
+            // A connection closed before answering twice in a row is the target failing, not
+            // a kept-alive connection it let go.
+            let mut closed = 0;
             while Instant::now() < deadline {
-                if !conn.exchange(&request).await? {
-                    conn = Conn::open(target).await?;
+                match conn.exchange(&request).await? {
+                    Outcome::Answered { keep_alive } => {
+                        n += 1;
+                        closed = 0;
+                        if !keep_alive {
+                            conn = Conn::open(target).await?;
+                        }
+                    }
+                    Outcome::Closed => {
+                        closed += 1;
+                        anyhow::ensure!(closed < 2, "{target} closed a new connection without answering");
+                        conn = Conn::open(target).await?;
+                    }
                 }
-                n += 1;
             }
             anyhow::Ok(n)
         }));
@@ -225,6 +263,61 @@ mod tests {
                 Ok((n, _)) => assert!(ok && n >= 2, "{n} requests"),
                 Err(e) => assert!(!ok && e.to_string().contains("503"), "{e}"),
             }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_a_closing_connection_left_unanswered_are_not_counted() {
+        // Answers three requests per connection with keep-alive, then reads a fourth and
+        // closes without answering it.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let count = answered.clone();
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let count = count.clone();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    for _ in 0..3 {
+                        if s.read(&mut buf).await.unwrap_or(0) == 0 || s.write_all(RESPONSE).await.is_err() {
+                            return;
+                        }
+                        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    let _ = s.read(&mut buf).await;
+                });
+            }
+        });
+        let (n, _) = max_throughput(addr, Duration::from_millis(200), 2).await.unwrap();
+        server.abort();
+        assert!(n > 10, "{n} requests");
+        assert_eq!(n, answered.load(std::sync::atomic::Ordering::SeqCst));
+    }
+
+    #[tokio::test]
+    async fn a_target_that_closes_new_connections_unanswered_fails_the_run() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let _ = s.read(&mut [0u8; 1024]).await;
+            }
+        });
+        let err = max_throughput(addr, Duration::from_millis(200), 1).await.unwrap_err();
+        server.abort();
+        assert!(err.to_string().contains("without answering"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_backend_closes_after_a_request_that_asks_it_to() {
+        let addr = backend().await;
+        for request in [&b"GET / HTTP/1.1\r\nconnection: keep-alive, close\r\n\r\n"[..], b"GET / HTTP/1.0\r\n\r\n"] {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(request).await.unwrap();
+            let mut all = Vec::new();
+            s.read_to_end(&mut all).await.unwrap();
+            assert_eq!(all, RESPONSE);
         }
     }
 }

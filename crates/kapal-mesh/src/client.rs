@@ -665,6 +665,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_refused_http2_stream_is_a_request_that_never_left_and_a_reset_one_is_not() {
+        let (addr, _) = counting(|stream| async move {
+            let mut conn = ::h2::server::handshake(stream).await.unwrap();
+            while let Some(Ok((req, mut respond))) = conn.accept().await {
+                let reason = if req.uri().path() == "/refused" {
+                    ::h2::Reason::REFUSED_STREAM
+                } else {
+                    ::h2::Reason::INTERNAL_ERROR
+                };
+                respond.send_reset(reason);
+            }
+        })
+        .await;
+        let client = client(addr);
+        let send = |path: &str| {
+            let mut req = http::Request::get(format!("http://{addr}{path}")).body(crate::http::full("")).unwrap();
+            *req.version_mut() = http::Version::HTTP_2;
+            client.send(req, true, tokio::time::Instant::now())
+        };
+        assert!(matches!(send("/refused").await, Err(SendError::Connect(_))));
+        assert!(matches!(send("/reset").await, Err(SendError::Io(_))));
+    }
+
+    #[tokio::test]
     async fn an_abandoned_http2_request_stops_sending_its_body() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -175,7 +175,13 @@ async fn handshake(connector: &Connector) -> Result<Conn, BoxError> {
     Ok(Conn { tx: Arc::new(tokio::sync::Mutex::new(tx)), closed })
 }
 
+/// A stream's failure. A stream the server refused (RST_STREAM with REFUSED_STREAM) was not
+/// processed (RFC 9113 §8.7): to the retry layer that is as safe to send again as a request
+/// that never left.
 fn io(e: ::h2::Error) -> SendError {
+    if e.is_remote() && e.reason() == Some(::h2::Reason::REFUSED_STREAM) {
+        return SendError::Connect(Box::new(e));
+    }
     SendError::Io(Box::new(e))
 }
 

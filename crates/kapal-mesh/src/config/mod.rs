@@ -385,17 +385,21 @@ pub struct RetryPolicy {
     /// Maximum retries after the first attempt.
     #[serde(default = "one")]
     pub attempts: u32,
-    /// HTTP status codes that are retried (default 502, 503, 504).
+    /// HTTP status codes that are retried (default 502, 503, 504): for idempotent methods, or
+    /// any with `nonIdempotent`.
     #[serde(default = "default_retry_codes")]
     pub codes: Vec<u16>,
     /// gRPC status codes that are retried when a response carries them in its headers (a
-    /// trailers-only response, how gRPC servers fail fast), e.g. 14 (UNAVAILABLE).
+    /// trailers-only response, how gRPC servers fail fast), e.g. 14 (UNAVAILABLE). As in gRPC's
+    /// retry policy, naming a code says calls failing with it are safe to repeat: they are
+    /// retried although gRPC calls are POSTs.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub grpc_codes: Vec<u32>,
     /// Retry when the connection to the endpoint could not be made (default true).
     #[serde(default = "yes")]
     pub on_connect_failure: bool,
-    /// Retry when the connection failed mid-request (reset) or an attempt timed out (default true).
+    /// Retry when the connection failed mid-request (reset) or an attempt timed out (default
+    /// true): for idempotent methods, or any with `nonIdempotent`.
     #[serde(default = "yes")]
     pub on_reset: bool,
     /// Minimum wait between attempts.
@@ -405,8 +409,8 @@ pub struct RetryPolicy {
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
     /// Retry requests of methods that are not idempotent (POST, PATCH, …) after the endpoint
-    /// had them too: on a status code, a reset or a per-try timeout (default false: only
-    /// connect failures and the `grpcCodes`, which say the call was not processed).
+    /// had them too: on a status code, a reset or a per-try timeout (default false: for those
+    /// methods only connect failures, refused HTTP/2 streams and the `grpcCodes`).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub non_idempotent: bool,
 }

@@ -17,36 +17,6 @@ mod retry;
 mod router;
 mod timeout;
 
-/// Routes for the layers' unit tests.
-#[cfg(test)]
-pub(crate) mod testing {
-    use std::sync::Arc;
-
-    use super::RouteCtx;
-    use crate::config::ProxyConfig;
-    use crate::route::RequestView;
-    use crate::state::Shared;
-
-    /// The proxy state for one service `app` whose one rule is `rule` (YAML flow mapping entries),
-    /// with `service` (YAML) added to the service, and the route context of `GET /` to it.
-    pub(crate) fn route(service: &str, rule: &str) -> (Arc<Shared>, RouteCtx) {
-        let yaml = format!(
-            "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:
-  - name: app
-    endpoints: [{{address: '127.0.0.1:9'}}]
-    routes: [{{{rule}}}]
-    {service}
-"
-        );
-        let shared = Arc::new(Shared::new(ProxyConfig::from_yaml(&yaml).unwrap(), Default::default(), None).unwrap());
-        let service = shared.snapshot().services["app"].clone();
-        let headers = http::HeaderMap::new();
-        let view = RequestView { method: &http::Method::GET, path: "/", query: None, headers: &headers };
-        let rule = service.routes.find(&view).unwrap().clone();
-        (shared, RouteCtx { service: service.clone(), rule, backend: service })
-    }
-}
-
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -231,3 +201,33 @@ macro_rules! layer_service {
     };
 }
 pub(crate) use layer_service;
+
+/// Routes for the layers' unit tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use std::sync::Arc;
+
+    use super::RouteCtx;
+    use crate::config::ProxyConfig;
+    use crate::route::RequestView;
+    use crate::state::Shared;
+
+    /// The proxy state for one service `app` whose one rule is `rule` (YAML flow mapping entries),
+    /// with `service` (YAML) added to the service, and the route context of `GET /` to it.
+    pub(crate) fn route(service: &str, rule: &str) -> (Arc<Shared>, RouteCtx) {
+        let yaml = format!(
+            "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:
+  - name: app
+    endpoints: [{{address: '127.0.0.1:9'}}]
+    routes: [{{{rule}}}]
+    {service}
+"
+        );
+        let shared = Arc::new(Shared::new(ProxyConfig::from_yaml(&yaml).unwrap(), Default::default(), None).unwrap());
+        let service = shared.snapshot().services["app"].clone();
+        let headers = http::HeaderMap::new();
+        let view = RequestView { method: &http::Method::GET, path: "/", query: None, headers: &headers };
+        let rule = service.routes.find(&view).unwrap().clone();
+        (shared, RouteCtx { service: service.clone(), rule, backend: service })
+    }
+}

@@ -20,14 +20,14 @@ pub struct Retry<S> {
 
 /// Whether a failed attempt may be made again.
 ///
-/// A request that never reached the endpoint (a connect failure) may go again whatever its
-/// method. Once the endpoint had it (an error status, a reset, a per-try timeout), only
-/// idempotent methods (RFC 9110 §9.2.2) go again, unless the policy says the route's other
-/// requests are safe to repeat too (`nonIdempotent`). A gRPC status the policy names is the
-/// server saying the call was not processed, as in gRPC's own retry policy: every gRPC call is
-/// a POST, retried then too.
+/// A request that never reached the endpoint (a connect failure, or an HTTP/2 stream the server
+/// refused) may go again whatever its method. Once the endpoint had it (an error status, a
+/// reset, a per-try timeout), only idempotent methods (RFC 9110 §9.2.2) go again, unless the
+/// policy says the route's other requests are safe to repeat too (`nonIdempotent`). The
+/// `grpcCodes` are, as in gRPC's own retry policy, the route owner's word that calls failing
+/// with them are safe to repeat: every gRPC call is a POST, retried on them all the same.
 fn retryable(policy: &RetryPolicy, method: &http::Method, res: &Result<Res, ProxyError>) -> bool {
-    let repeatable = policy.non_idempotent || is_idempotent(method);
+    let repeatable = policy.non_idempotent || method.is_idempotent();
     match res {
         Ok(r) => {
             (repeatable && policy.codes.contains(&r.status().as_u16()))
@@ -40,13 +40,6 @@ fn retryable(policy: &RetryPolicy, method: &http::Method, res: &Result<Res, Prox
         Err(ProxyError::Upstream(_) | ProxyError::TryTimeout) => repeatable && policy.on_reset,
         Err(_) => false,
     }
-}
-
-/// GET, HEAD, OPTIONS, TRACE, PUT and DELETE: methods whose repetition has the effect of one
-/// request (RFC 9110 §9.2.2).
-fn is_idempotent(method: &http::Method) -> bool {
-    use http::Method;
-    [Method::GET, Method::HEAD, Method::OPTIONS, Method::TRACE, Method::PUT, Method::DELETE].contains(method)
 }
 
 fn replay(ctx: &RouteCtx, parts: &http::request::Parts, body: &Bytes) -> Routed {
@@ -253,7 +246,7 @@ mod tests {
         let (mut retry, ctx, script) = layer("retry: {attempts: 2, codes: [503]}", vec![Step::Refused]);
         assert_eq!(status(&mut retry, request(&ctx, Method::POST, "order")).await, Ok(StatusCode::OK));
         assert_eq!(script.seen.lock().unwrap().len(), 2);
-        // A gRPC status the policy names: the server did not process the call.
+        // A gRPC status the policy names: the route owner says such calls are safe to repeat.
         let (mut retry, ctx, script) = layer("retry: {attempts: 2, codes: [], grpcCodes: [14]}", vec![Step::Grpc(14)]);
         assert_eq!(status(&mut retry, request(&ctx, Method::POST, "call")).await, Ok(StatusCode::OK));
         assert_eq!(script.seen.lock().unwrap().len(), 2);

@@ -537,7 +537,7 @@ async fn an_upstream_reset_becomes_502_upstream_reset() {
     ))
     .await;
     let (client, base) = (h1_client(), url(&p, "web").await);
-    // A request without a body and one streaming a body take different client paths.
+    // A request without a body and one with a body of known length take different client paths.
     let requests = [
         Request::get(format!("{base}/")).body(Full::default()).unwrap(),
         Request::post(format!("{base}/")).body(Full::new(Bytes::from("payload"))).unwrap(),
