@@ -215,25 +215,26 @@ async fn fault_delay_applies_to_its_percentage_of_requests() {
   - name: delay
     listen: 127.0.0.1:0
     endpoints: [{{address: '{}'}}]
-    routes: [{{fault: {{delay: {{fixedDelay: 200ms, percentage: 50}}}}}}]
+    routes: [{{fault: {{delay: {{fixedDelay: 1s, percentage: 50}}}}}}]
 ",
         b.addr
     ))
     .await;
     let base = url(&p, "delay").await;
-    // 20 clients, 10 requests each: about a second in all.
-    let workers: Vec<_> = (0..20)
+    // 40 clients, 5 requests each: about 2.5 s in all.
+    let workers: Vec<_> = (0..40)
         .map(|_| {
             let base = base.clone();
             tokio::spawn(async move {
                 let client = h1_client();
                 let mut delayed = 0;
-                for _ in 0..10 {
+                for _ in 0..5 {
                     let started = Instant::now();
                     assert_eq!(get(&client, format!("{base}/")).await.status, StatusCode::OK);
-                    // A delayed request takes at least 200 ms; one that is not, on loopback,
-                    // a few milliseconds.
-                    if started.elapsed() >= Duration::from_millis(150) {
+                    // A delayed request takes at least 1 s; one that is not, on loopback, a few
+                    // milliseconds, and even on a machine busy with other tests far less than
+                    // half a second.
+                    if started.elapsed() >= Duration::from_millis(500) {
                         delayed += 1;
                     }
                 }
