@@ -4,48 +4,31 @@
 //!
 //! Each test runs the built binary in front of a small HTTP/1.1 backend, all on 127.0.0.1.
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::net::SocketAddr;
+
+use common::proxy::{ProxyProcess, TIMEOUT, free_addrs};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// For anything the proxy does: a debug build on a busy machine can be slow.
-const TIMEOUT: Duration = Duration::from_secs(30);
-
 /// A running `kapal proxy` with two services: `app` in front of a backend, and `down` whose one
-/// endpoint refuses connections. Killed and reaped on drop, so also when an assertion fails.
+/// endpoint refuses connections.
 struct Proxy {
-    child: Child,
-    dir: tempfile::TempDir,
+    process: ProxyProcess,
     /// The listener of service `app`.
     app: SocketAddr,
     /// The listener of service `down`.
     down: SocketAddr,
 }
 
-impl Drop for Proxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Proxy {
-    /// Starts the proxy with `extra` flags and `RUST_LOG` (unset: the default filter), and waits
-    /// until its admin server says it is ready.
+    /// Starts the proxy with `extra` flags and `RUST_LOG` (unset: the default filter).
     async fn start(backend: SocketAddr, extra: &[&str], rust_log: Option<&str>) -> Proxy {
-        let [app, down, refused, admin] = free_addrs();
-        let dir = tempfile::tempdir().expect("tempdir");
-        let config = dir.path().join("proxy.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "apiVersion: kapal.dev/v1alpha1
-kind: ProxyConfig
-services:
+        let [app, down, refused] = free_addrs();
+        let services = format!(
+            "services:
   - name: app
     listen: '{app}'
     endpoints: [{{address: '{backend}'}}]
@@ -53,66 +36,16 @@ services:
     listen: '{down}'
     endpoints: [{{address: '{refused}'}}]
 "
-            ),
-        )
-        .expect("writing the proxy config");
-        let file = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kapal"));
-        cmd.arg("proxy")
-            .arg("--config")
-            .arg(&config)
-            .args(["--admin", &admin.to_string(), "--drain-timeout", "1s"])
-            .args(extra)
-            .env_remove("RUST_LOG")
-            .env_remove("KAPAL_PROXY_CONTROL_PLANE")
-            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-            .stdin(Stdio::null())
-            .stdout(file("stdout"))
-            .stderr(file("stderr"));
-        if let Some(filter) = rust_log {
-            cmd.env("RUST_LOG", filter);
-        }
-        let child = cmd.spawn().expect("starting kapal proxy");
-        let mut proxy = Proxy { child, dir, app, down };
-        let deadline = Instant::now() + TIMEOUT;
-        while !is_ready(admin).await {
-            if let Ok(Some(status)) = proxy.child.try_wait() {
-                panic!("kapal proxy exited ({status}) before it was ready:\n{}", proxy.read("stderr"));
-            }
-            assert!(Instant::now() < deadline, "kapal proxy not ready after {TIMEOUT:?}:\n{}", proxy.read("stderr"));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        proxy
+        );
+        let flags = [&["--drain-timeout", "1s"][..], extra].concat();
+        Proxy { process: ProxyProcess::start(&services, &flags, rust_log).await, app, down }
     }
 
     /// Kills the proxy and returns everything it wrote: (stdout, stderr). Every line about a
     /// request is written before its response is sent, so nothing is lost by killing it.
     fn stop(&mut self) -> (String, String) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        (self.read("stdout"), strip_ansi(&self.read("stderr")))
+        self.process.stop()
     }
-
-    fn read(&self, name: &str) -> String {
-        std::fs::read_to_string(self.dir.path().join(name)).unwrap_or_else(|e| panic!("reading {name}: {e}"))
-    }
-}
-
-/// Loopback addresses that were free a moment ago (bound together, so all different).
-fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let listeners: Vec<_> = (0..N).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("binding :0")).collect();
-    std::array::from_fn(|i| listeners[i].local_addr().expect("local address"))
-}
-
-async fn is_ready(admin: SocketAddr) -> bool {
-    let check = async {
-        let mut s = TcpStream::connect(admin).await.ok()?;
-        s.write_all(b"GET /ready HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").await.ok()?;
-        let mut out = String::new();
-        s.read_to_string(&mut out).await.ok()?;
-        Some(out.starts_with("HTTP/1.1 200"))
-    };
-    matches!(tokio::time::timeout(Duration::from_secs(5), check).await, Ok(Some(true)))
 }
 
 /// An HTTP/1.1 backend answering every request with 200 `ok` and `x-filler-headers: N`, N the
@@ -179,21 +112,6 @@ fn get_with_headers(total: usize) -> String {
 /// The status code of a response; 0 when there is no status line.
 fn status(response: &str) -> u16 {
     response.split(' ').nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
-}
-
-/// The fmt subscriber colours its output even into a file.
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        if c == '\x1b' {
-            // ESC [ parameters, ended by a letter.
-            chars.by_ref().find(char::is_ascii_alphabetic);
-        } else {
-            out.push(c);
-        }
-    }
-    out
 }
 
 /// The per-request DEBUG events on `stderr` whose span is for a request to `path`:

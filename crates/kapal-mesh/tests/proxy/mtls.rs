@@ -363,9 +363,24 @@ async fn application_tls_from_unmeshed_clients_passes_through() {
     let inbound = p.inbound_addr("127.0.0.1:0".parse().unwrap()).await.unwrap();
 
     // An ordinary TLS client trusting the app's CA, talking through the proxy's inbound port.
+    let client_cfg = trusting_any_name(&app_pki.ca_pem());
+    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
+        .connect(rustls::pki_types::ServerName::try_from("app.example.org").unwrap(), tcp)
+        .await
+        .expect("TLS handshake with the app through the proxy");
+    tls.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    tokio::time::timeout(Duration::from_secs(2), tls.read_exact(&mut echo)).await.unwrap().unwrap();
+    assert_eq!(&echo, b"ping");
+}
+
+/// A client config without a certificate of its own that trusts `ca_pem`, whatever name the
+/// server's certificate carries.
+fn trusting_any_name(ca_pem: &str) -> rustls::ClientConfig {
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pemfile_certs(&app_pki.ca_pem())[0].clone()).unwrap();
-    let client_cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+    roots.add(rustls_pemfile_certs(ca_pem).remove(0)).unwrap();
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
         .with_safe_default_protocol_versions()
         .unwrap()
         .dangerous()
@@ -377,16 +392,7 @@ async fn application_tls_from_unmeshed_clients_passes_through() {
             .build()
             .unwrap(),
         )))
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(inbound).await.unwrap();
-    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(client_cfg))
-        .connect(rustls::pki_types::ServerName::try_from("app.example.org").unwrap(), tcp)
-        .await
-        .expect("TLS handshake with the app through the proxy");
-    tls.write_all(b"ping").await.unwrap();
-    let mut echo = [0u8; 4];
-    tokio::time::timeout(Duration::from_secs(2), tls.read_exact(&mut echo)).await.unwrap().unwrap();
-    assert_eq!(&echo, b"ping");
+        .with_no_client_auth()
 }
 
 fn rustls_pemfile_certs(pem: &str) -> Vec<rustls::pki_types::CertificateDer<'static>> {
@@ -635,21 +641,7 @@ async fn failed_client_authentication_is_counted() {
     assert_refused_in_handshake(refused);
 
     // No certificate at all, though the client speaks the mesh's ALPN and trusts its CA.
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(rustls_pemfile_certs(&pki.ca_pem()).remove(0)).unwrap();
-    let mut anonymous = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(AcceptAnyName(
-            rustls::client::WebPkiServerVerifier::builder_with_provider(
-                Arc::new(roots),
-                Arc::new(rustls::crypto::ring::default_provider()),
-            )
-            .build()
-            .unwrap(),
-        )))
-        .with_no_client_auth();
+    let mut anonymous = trusting_any_name(&pki.ca_pem());
     anonymous.alpn_protocols = vec![kapal_mesh::tls::ALPN_HTTP.to_vec()];
     let refused =
         within("a request without a certificate", mesh_request(Arc::new(anonymous), server_addr, CLOSE_REQUEST)).await;

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod proxy;
+
 /// The kubectl versions the e2e tests run with, when installed.
 pub fn kubectls() -> Vec<PathBuf> {
     let mut out = Vec::new();
