@@ -52,26 +52,11 @@ mod tests {
     use tower::Service;
 
     use super::*;
-    use crate::config::ProxyConfig;
     use crate::http::{Req, ResFuture, RouteCtx, full};
-    use crate::route::RequestView;
-    use crate::state::Shared;
 
     /// A route whose every request is delayed by 50 ms.
     fn delayed_route() -> RouteCtx {
-        let yaml = "apiVersion: kapal.dev/v1alpha1\nkind: ProxyConfig\nservices:
-  - name: app
-    endpoints: [{address: '127.0.0.1:9'}]
-    routes:
-      - matches: [{path: {type: PathPrefix, value: /}}]
-        fault: {delay: {fixedDelay: 50ms, percentage: 100}}
-";
-        let shared = Shared::new(ProxyConfig::from_yaml(yaml).unwrap(), Default::default(), None).unwrap();
-        let service = shared.snapshot().services["app"].clone();
-        let headers = http::HeaderMap::new();
-        let view = RequestView { method: &http::Method::GET, path: "/", query: None, headers: &headers };
-        let rule = service.routes.find(&view).unwrap().clone();
-        RouteCtx { service: service.clone(), rule, backend: service }
+        crate::http::testing::route("", "fault: {delay: {fixedDelay: 50ms, percentage: 100}}").1
     }
 
     #[tokio::test(start_paused = true)]
