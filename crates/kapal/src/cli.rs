@@ -179,6 +179,8 @@ fn default_data_dir() -> PathBuf {
 }
 
 pub fn init_logging(cli: &Cli) {
+    // `RUST_LOG` picks the levels; release builds stop at DEBUG (TRACE is compiled out, see
+    // Cargo.toml), so `trace` there shows what `debug` shows.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube_runtime=warn,kube_client=warn"));
     // Colours only for a terminal: not into a file or a pipe that another program reads.
