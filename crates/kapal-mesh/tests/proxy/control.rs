@@ -99,16 +99,6 @@ fn doc(backend: SocketAddr) -> String {
     ) + "\n"
 }
 
-async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..400 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 fn metric(p: &Proxy, series: &str) -> u64 {
     let text = p.metrics().encode();
     text.lines().find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok())).unwrap_or(0)
@@ -155,7 +145,7 @@ async fn streamed_configs_are_applied_and_a_bad_one_is_rejected_under_load() {
     let (stop, ok, failed) =
         (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
     let tasks = load(base, stop.clone(), ok.clone(), failed.clone());
-    wait_until("traffic to a", || a.hits() > 20).await;
+    eventually("traffic to a", || a.hits() > 20).await;
 
     // Not JSON, then JSON that fails validation (a route to a service that does not exist).
     cp.send("{not json\n");
@@ -167,16 +157,16 @@ async fn streamed_configs_are_applied_and_a_bad_one_is_rejected_under_load() {
     cp.send("{".to_string() + &" ".repeat(1500));
     cp.send(" ".repeat(1500) + "}\n");
     let errors = r#"kapal_proxy_config_reloads_total{direction="control_plane",result="error"}"#;
-    wait_until("three rejected documents", || metric(&p, errors) == 3).await;
+    eventually("three rejected documents", || metric(&p, errors) == 3).await;
     let a_before = a.hits();
-    wait_until("more traffic to a", || a.hits() > a_before + 20).await;
+    eventually("more traffic to a", || a.hits() > a_before + 20).await;
     assert_eq!(b.hits(), 0, "the rejected config must not have been applied");
     assert_eq!(p.config().services[0].endpoints[0].address, a.addr);
 
     // A heartbeat (blank line), then config 2.
     cp.send("\n");
     cp.send(doc(b.addr));
-    wait_until("traffic to b", || b.hits() > 20).await;
+    eventually("traffic to b", || b.hits() > 20).await;
     stop.store(true, Ordering::SeqCst);
     for t in tasks {
         t.await.unwrap();
@@ -207,16 +197,16 @@ async fn a_dropped_stream_is_reconnected_and_the_config_keeps_serving_meanwhile(
     let (client, base) = (h1_client(), url(&p, "web").await);
     cp.close();
     let disconnected = r#"kapal_proxy_control_plane_streams_total{result="disconnected"}"#;
-    wait_until("the disconnect", || metric(&p, disconnected) >= 1).await;
+    eventually("the disconnect", || metric(&p, disconnected) >= 1).await;
     // While the control plane is away the last config serves.
     for _ in 0..10 {
         assert_eq!(get(&client, format!("{base}/")).await.header("x-backend"), Some("a"));
     }
-    wait_until("a second connection", || cp.connections.load(Ordering::SeqCst) == 2).await;
+    eventually("a second connection", || cp.connections.load(Ordering::SeqCst) == 2).await;
     // The control plane resends the current config (not re-applied), then a new one.
     cp.send(doc(a.addr));
     cp.send(doc(b.addr));
-    wait_until("config 2", || p.config().services[0].endpoints[0].address == b.addr).await;
+    eventually("config 2", || p.config().services[0].endpoints[0].address == b.addr).await;
     assert_eq!(get(&client, format!("{base}/")).await.header("x-backend"), Some("b"));
     follower.abort();
     let unchanged = r#"kapal_proxy_config_reloads_total{direction="control_plane",result="unchanged"}"#;

@@ -698,17 +698,6 @@ async fn handshakes(p: &kapal_mesh::Proxy, result: &str) -> u64 {
     metrics.lines().find_map(|l| l.strip_prefix(series.as_str())).map_or(0, |n| n.trim().parse().unwrap())
 }
 
-/// Polls `done` every 5 ms for up to 10 s.
-async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    for _ in 0..2000 {
-        if done() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
 #[tokio::test]
 async fn a_failed_certificate_reload_is_retried_until_the_files_load() {
     let pki = Pki::new();

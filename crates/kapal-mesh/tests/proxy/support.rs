@@ -247,6 +247,17 @@ pub async fn within<F: std::future::Future>(what: &str, fut: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(5), fut).await.unwrap_or_else(|_| panic!("timed out: {what}"))
 }
 
+/// Polls `done` every 5 ms for up to 10 s, failing with `what`.
+pub async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..2000 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
 /// One gRPC message: uncompressed flag, 4-byte big-endian length, payload.
 pub fn grpc_message(payload: &[u8]) -> Bytes {
     let mut m = Vec::with_capacity(5 + payload.len());
