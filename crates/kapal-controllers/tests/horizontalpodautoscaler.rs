@@ -119,14 +119,7 @@ async fn cpu_above_target_scales_the_deployment_through_its_scale_subresource() 
             (replicas(&cluster, &ns).await == 4).then_some(())
         })
         .await;
-    let events = cluster.events_for(&ns, "web").await;
-    assert!(
-        events.contains(&(
-            "SuccessfulRescale".into(),
-            "New size: 4; reason: cpu resource utilization (percentage of request) above target".into()
-        )),
-        "{events:?}"
-    );
+    rescaled(&cluster, &ns, "New size: 4; reason: cpu resource utilization (percentage of request) above target").await;
     let api: Api<HorizontalPodAutoscaler> = Api::namespaced(cluster.client.clone(), &ns);
     let status = cluster
         .eventually("the status to show the new size", Duration::from_secs(10), || async {
@@ -184,8 +177,7 @@ async fn scale_down_waits_out_the_stabilization_window() {
         })
         .await;
     assert!(started.elapsed() > Duration::from_secs(1), "scaled down without waiting");
-    let events = cluster.events_for(&ns, "web").await;
-    assert!(events.contains(&("SuccessfulRescale".into(), "New size: 1; reason: All metrics below target".into())));
+    rescaled(&cluster, &ns, "New size: 1; reason: All metrics below target").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -279,9 +271,16 @@ async fn container_average_value_targets_scale_and_report_the_container_metric()
         .await;
     let current = status.current_metrics.unwrap()[0].container_resource.clone().unwrap();
     assert_eq!((current.container.as_str(), current.current.average_value.unwrap().0.as_str()), ("c", "90m"));
-    let events = cluster.events_for(&ns, "web").await;
-    assert!(
-        events.contains(&("SuccessfulRescale".into(), "New size: 4; reason: cpu resource above target".into())),
-        "{events:?}"
-    );
+    rescaled(&cluster, &ns, "New size: 4; reason: cpu resource above target").await;
+}
+
+/// Waits for the HPA's SuccessfulRescale event with `message`. The controller records it after
+/// it has updated the scale, so a test that saw the new replica count may look before it is there.
+async fn rescaled(cluster: &Cluster, ns: &str, message: &str) {
+    cluster
+        .eventually(&format!("the SuccessfulRescale event {message:?}"), Duration::from_secs(10), || async {
+            let events = cluster.events_for(ns, "web").await;
+            events.iter().any(|(reason, m)| reason == "SuccessfulRescale" && m == message).then_some(())
+        })
+        .await;
 }
